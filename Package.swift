@@ -1,0 +1,98 @@
+// swift-tools-version: 6.0
+//
+// Interlock: a host appliance that captures service accounts' outbound TCP with nftables,
+// ties each connection to the account that opened it, and records the evidence.
+// The module map and the direction of imports are in ../shared/DESIGN.md.
+import PackageDescription
+
+let package = Package(
+    name: "interlock",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "interlockd", targets: ["interlockd"]),
+        .executable(name: "interlock", targets: ["interlock"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // libmnl + libnftnl + the kernel's netlink headers, with static-inline shims for macros.
+        .systemLibrary(
+            name: "CNetfilter",
+            pkgConfig: "libmnl libnftnl",
+            providers: [.apt(["libmnl-dev", "libnftnl-dev"])]
+        ),
+        // Config model, YAML loader with file:line errors, resource lookup, decisions, Identity.
+        .target(
+            name: "Policy",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // The kernel side: nftables ruleset as a value, original destination, socket owner, identity.
+        .target(
+            name: "Capture",
+            dependencies: [
+                "CNetfilter",
+                "Policy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Append-only evidence log in SQLite.
+        .target(
+            name: "Audit",
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The control socket's messages and a blocking client; shared by daemon and CLI.
+        .target(name: "Control"),
+        // NIO listener, forwarding, upstream connector, control socket server.
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "Capture", "Policy", "Audit", "Control",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "interlockd",
+            dependencies: [
+                "Gateway",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "interlock",
+            dependencies: [
+                "Control", "Policy", "Capture", "Audit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture", "Policy"]),
+        .testTarget(name: "AuditTests", dependencies: ["Audit"]),
+        .testTarget(name: "ControlTests", dependencies: ["Control"]),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway", "Capture", "Policy", "Audit",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

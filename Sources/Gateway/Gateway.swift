@@ -1,0 +1,6 @@
+// STUB
+import NIOCore
+import NIOPosix
+import Capture
+import Policy
+import Audit
