@@ -1,0 +1,168 @@
+/// The one policy file, as a value. `ConfigLoader` builds it from YAML and rejects anything it does
+/// not understand with the file, line and key; every field here has a documented default
+/// (docs/operators.md) so a minimal file stays minimal.
+public struct PolicyConfig: Sendable, Equatable {
+    /// The file this was loaded from (for `policy.loaded` and error messages).
+    public var path: String
+    public var daemon: DaemonSettings
+    public var audit: AuditSettings
+    public var capture: CaptureSettings
+    public var resources: [Resource]
+
+    public init(
+        path: String, daemon: DaemonSettings = .init(), audit: AuditSettings = .init(),
+        capture: CaptureSettings = .init(), resources: [Resource] = []
+    ) {
+        self.path = path
+        self.daemon = daemon
+        self.audit = audit
+        self.capture = capture
+        self.resources = resources
+    }
+}
+
+/// Where something was written in the policy file, so later checks (an unknown user, say) can
+/// still point at the line.
+public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+
+    public init(file: String, line: Int, column: Int) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+
+    public var description: String { "\(file):\(line):\(column)" }
+}
+
+/// A value from the file with the place it came from.
+public struct Located<Value: Sendable & Hashable>: Sendable, Hashable {
+    public var value: Value
+    public var location: SourceLocation?
+
+    public init(_ value: Value, at location: SourceLocation? = nil) {
+        self.value = value
+        self.location = location
+    }
+}
+
+public struct DaemonSettings: Sendable, Equatable {
+    /// The daemon's own account: never captured, owner of its upstream sockets.
+    public var user: String = "interlock"
+    public var listenPort: UInt16 = 15001
+    public var controlSocket: String = "/run/interlock/control.sock"
+    /// Members may change things through the control socket (root always may).
+    public var adminGroup: String = "interlock-admin"
+    /// Members may read status and evidence.
+    public var auditorGroup: String = "interlock-auditors"
+    /// SO_MARK on upstream sockets; the ruleset exempts it.
+    public var upstreamMark: UInt32 = 0x1F0C_0001
+    public var connectTimeout: Duration = .seconds(5)
+    public var idleTimeout: Duration = .seconds(3600)
+    /// How often the kernel ruleset is compared with the expected one.
+    public var rulesetCheckInterval: Duration = .seconds(2)
+    /// How often host-name resources are resolved again.
+    public var resolveInterval: Duration = .seconds(60)
+    /// Accepted connections beyond this are refused (and recorded).
+    public var maxConnections: Int = 4096
+
+    public init() {}
+}
+
+public enum AuditDurabilitySetting: String, Sendable, Equatable, CaseIterable {
+    /// WAL with synchronous=NORMAL: a committed entry survives a daemon crash.
+    case crash
+    /// synchronous=FULL: a committed entry survives power loss.
+    case powerLoss = "power-loss"
+}
+
+public struct AuditSettings: Sendable, Equatable {
+    public var database: String = "/var/lib/interlock/audit.db"
+    public var durability: AuditDurabilitySetting = .crash
+
+    public init() {}
+}
+
+public enum UnregisteredDestination: String, Sendable, Equatable, CaseIterable {
+    /// Refuse captured connections to destinations no resource names (and record the refusal).
+    case deny
+    /// Forward them as plain TCP and record them.
+    case record
+}
+
+public struct CaptureSettings: Sendable, Equatable {
+    public var users: [Located<String>] = []
+    /// Every member is captured: primary-group members and supplementary members alike.
+    public var groups: [Located<String>] = []
+    public var unregistered: UnregisteredDestination = .deny
+    /// Whether captured accounts may send UDP to port 53.
+    public var allowDNS: Bool = true
+
+    public init() {}
+}
+
+public enum ResourceProtocol: String, Sendable, Equatable, CaseIterable {
+    case postgres
+    case tcp
+}
+
+public struct PortRange: Sendable, Hashable, CustomStringConvertible {
+    public var lower: UInt16
+    public var upper: UInt16
+
+    public init(_ lower: UInt16, _ upper: UInt16) {
+        self.lower = lower
+        self.upper = upper
+    }
+
+    public static let any = PortRange(1, 65535)
+
+    public func contains(_ port: UInt16) -> Bool { lower <= port && port <= upper }
+    public var width: Int { Int(upper) - Int(lower) }
+
+    public var description: String {
+        if lower == upper { return "\(lower)" }
+        if self == .any { return "*" }
+        return "\(lower)-\(upper)"
+    }
+}
+
+/// Where a resource lives: one address, a network, or a host name resolved at load and refreshed.
+public enum ResourceTarget: Sendable, Hashable, CustomStringConvertible {
+    case address(IPAddress, PortRange)
+    case network(IPAddress, prefixLength: Int, PortRange)
+    case host(String, PortRange)
+
+    public var ports: PortRange {
+        switch self {
+        case .address(_, let p), .network(_, _, let p), .host(_, let p): p
+        }
+    }
+
+    public var description: String {
+        func hostPart(_ a: IPAddress) -> String { a.isIPv6 ? "[\(a)]" : "\(a)" }
+        switch self {
+        case .address(let a, let p): return "\(hostPart(a)):\(p)"
+        case .network(let a, let len, let p):
+            return a.isIPv6 ? "[\(a)/\(len)]:\(p)" : "\(a)/\(len):\(p)"
+        case .host(let h, let p): return "\(h):\(p)"
+        }
+    }
+}
+
+/// Something captured connections may be going to, named so policy and evidence can refer to it.
+public struct Resource: Sendable, Equatable {
+    public var name: String
+    public var `protocol`: ResourceProtocol
+    public var target: ResourceTarget
+    public var location: SourceLocation?
+
+    public init(name: String, protocol: ResourceProtocol, target: ResourceTarget, location: SourceLocation? = nil) {
+        self.name = name
+        self.protocol = `protocol`
+        self.target = target
+        self.location = location
+    }
+}
