@@ -1,0 +1,36 @@
+/// The entry kinds written today, and their fields: the stable, documented evidence schema.
+///
+/// Every entry also carries `index`, `kind`, `time` and `v` (set by the log), and the subject's
+/// `user`, `resource` and `session` when present. Field names are snake_case; durations are integer
+/// milliseconds; nothing is a float. `docs/evidence.md` is the auditors' version of this list; keep
+/// the two in step, and add a kind here before writing it.
+///
+/// - `daemon.started`: `version`, `pid`, `config_path`.
+/// - `daemon.stopped`: `reason` (`signal`, `error`, ...), `uptime_ms`.
+/// - `policy.loaded`: `path`, `sha256` (hex of the file's bytes), `resources` (names), `users` and
+///   `groups` (captured), `outcome` (`ok` | `rejected`), `error` (file:line message, when rejected).
+/// - `ruleset.installed`: `table`, `captured_uids`, `listen_port`, `sha256` (of the ruleset text).
+/// - `ruleset.restored`: `problem` (`missing` | `drifted`), `detail`.
+/// - `ruleset.removed`: `by` (`uninstall`), `actor_uid`.
+/// - `session.open` (subject: user, resource, session): `identity` {`uid`, `user`, `gid`, `groups`,
+///   `cgroup`, `unit`, `pid`, `executable`, `command_line`}, `source` {`address`, `port`},
+///   `destination` {`address`, `port`}, `protocol`, `decision` (`allow` | `deny`), `reason`.
+/// - `session.close` (subject: user, resource, session): `bytes_up` (client → server), `bytes_down`,
+///   `duration_ms`, `reason` (`client_closed` | `upstream_closed` | `idle_timeout` |
+///   `connect_failed` | `error` | `shutdown`).
+public enum AuditKind {
+    public static let daemonStarted = "daemon.started"
+    public static let daemonStopped = "daemon.stopped"
+    public static let policyLoaded = "policy.loaded"
+    public static let rulesetInstalled = "ruleset.installed"
+    public static let rulesetRestored = "ruleset.restored"
+    public static let rulesetRemoved = "ruleset.removed"
+    public static let sessionOpen = "session.open"
+    public static let sessionClose = "session.close"
+
+    /// Every kind above, for listings and validation.
+    public static let all = [
+        daemonStarted, daemonStopped, policyLoaded, rulesetInstalled, rulesetRestored, rulesetRemoved,
+        sessionOpen, sessionClose,
+    ]
+}

@@ -1,0 +1,97 @@
+import GRDB
+
+/// The SQLite layout of the evidence store.
+///
+/// `entries` holds one row per fact. `idx` is the entry's position in the log (and its Merkle leaf
+/// index minus one); `time_us`, `kind`, `user`, `resource` and `session` are copies of members of
+/// `body` kept in columns only so queries can use indexes. `body` is the canonical JSON entry and
+/// the only thing that is hashed. Triggers make the table append-only and gap-free, whoever writes.
+enum AuditSchema {
+    static let version = 1
+    /// "ILK1" in `PRAGMA application_id`, so `file(1)`-like tools and people can tell what this is.
+    static let applicationID: Int32 = 0x494C_4B31
+
+    static let createStatements = [
+        """
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY NOT NULL,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE entries (
+            idx INTEGER PRIMARY KEY CHECK (idx >= 1),
+            time_us INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            user TEXT,
+            resource TEXT,
+            session TEXT,
+            body BLOB NOT NULL
+        )
+        """,
+        "CREATE INDEX entries_by_time ON entries (time_us)",
+        "CREATE INDEX entries_by_kind ON entries (kind, idx)",
+        "CREATE INDEX entries_by_user ON entries (user, idx) WHERE user IS NOT NULL",
+        "CREATE INDEX entries_by_resource ON entries (resource, idx) WHERE resource IS NOT NULL",
+        "CREATE INDEX entries_by_session ON entries (session, idx) WHERE session IS NOT NULL",
+        """
+        CREATE TRIGGER entries_append_only_update BEFORE UPDATE ON entries
+        BEGIN
+            SELECT RAISE(ABORT, 'audit entries are append-only: UPDATE is refused');
+        END
+        """,
+        """
+        CREATE TRIGGER entries_append_only_delete BEFORE DELETE ON entries
+        BEGIN
+            SELECT RAISE(ABORT, 'audit entries are append-only: DELETE is refused');
+        END
+        """,
+        """
+        CREATE TRIGGER entries_gap_free BEFORE INSERT ON entries
+        WHEN NEW.idx IS NOT (SELECT coalesce(max(idx), 0) + 1 FROM entries)
+        BEGIN
+            SELECT RAISE(ABORT, 'audit entries are gap-free: idx must be the last index + 1');
+        END
+        """,
+    ]
+
+    /// Creates the schema in an empty database, or checks that an existing one is ours and current.
+    static func prepare(_ db: Database, path: String) throws {
+        let hasEntries = try db.tableExists("entries")
+        let hasMeta = try db.tableExists("meta")
+        if !hasEntries && !hasMeta {
+            let tables = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table'") ?? 0
+            guard tables == 0 else {
+                throw AuditError(
+                    .unsupportedSchema,
+                    "\(path) is an SQLite database but not an Interlock audit log; point audit.database at a new file"
+                )
+            }
+            try db.execute(sql: "PRAGMA application_id = \(applicationID)")
+            for sql in createStatements {
+                try db.execute(sql: sql)
+            }
+            try db.execute(
+                sql: "INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('entry_format', ?)",
+                arguments: ["\(version)", "\(EntryTemplate.formatVersion)"]
+            )
+            return
+        }
+        guard hasEntries && hasMeta,
+            let text = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'schema_version'"),
+            let found = Int(text)
+        else {
+            throw AuditError(
+                .corrupt,
+                "\(path) has an incomplete audit schema (missing table or schema_version); keep the file for investigation"
+            )
+        }
+        guard found == version else {
+            throw AuditError(
+                .unsupportedSchema,
+                "\(path) has audit schema version \(found); this build reads version \(version). "
+                    + (found > version ? "Upgrade interlock." : "Migration is not supported yet.")
+            )
+        }
+    }
+}

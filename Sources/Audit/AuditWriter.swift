@@ -1,0 +1,242 @@
+import Foundation
+import GRDB
+import Logging
+
+/// The single writer: a dedicated thread that commits every waiting append in one transaction.
+///
+/// A thread rather than a Swift task because it blocks in SQLite (and in fsync with `.powerLoss`)
+/// for as long as a commit takes, which must never starve the cooperative pool or an event loop.
+///
+/// `@unchecked Sendable`: every mutable property is read and written only while `condition` is
+/// locked; the rest are immutable or Sendable.
+final class AuditWriter: @unchecked Sendable {
+    struct Pending {
+        var kind: String
+        var subject: AuditSubject
+        var template: EntryTemplate
+        var micros: Int64
+        var completion: @Sendable (Result<AuditRecord, AuditError>) -> Void
+    }
+
+    private let pool: DatabasePool
+    private let path: String
+    private let logger: Logger
+    private let clock: @Sendable () -> Date
+    private let maximumEntrySize: Int
+
+    private let condition = NSCondition()
+    // Guarded by `condition`:
+    private var pending: [Pending] = []
+    private var lastMicros: Int64
+    private var closing = false
+    private var finished = false
+    private var paused = false
+    private var thread: Thread?
+    private var committedTransactions = 0
+    private var failedTransactions = 0
+    private var maximumBatch = 0
+
+    init(
+        pool: DatabasePool,
+        path: String,
+        logger: Logger,
+        clock: @escaping @Sendable () -> Date,
+        lastMicros: Int64,
+        maximumEntrySize: Int
+    ) {
+        self.pool = pool
+        self.path = path
+        self.logger = logger
+        self.clock = clock
+        self.lastMicros = lastMicros
+        self.maximumEntrySize = maximumEntrySize
+    }
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "interlock-audit-writer"
+        condition.lock()
+        self.thread = thread
+        condition.unlock()
+        thread.start()
+    }
+
+    // MARK: callers' side
+
+    func enqueue(
+        kind: String,
+        subject: AuditSubject,
+        template: EntryTemplate,
+        completion: @escaping @Sendable (Result<AuditRecord, AuditError>) -> Void
+    ) {
+        condition.lock()
+        guard !closing else {
+            condition.unlock()
+            completion(.failure(AuditError(.closed, "\(kind) not recorded: the audit log \(path) is closed")))
+            return
+        }
+        // Times are taken under the lock so they never decrease along the queue, hence along indexes,
+        // even if the wall clock steps back.
+        let micros = max(AuditTime.micros(clock()), lastMicros)
+        lastMicros = micros
+        pending.append(Pending(kind: kind, subject: subject, template: template, micros: micros, completion: completion))
+        if pending.count == 1 {
+            condition.signal()
+        }
+        condition.unlock()
+    }
+
+    var isClosed: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return closing
+    }
+
+    /// Refuses new appends and waits for the writer to drain. False when called on the writer thread
+    /// (which cannot wait for itself) or when the log was already closed by someone else.
+    func stopAndWait() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        let first = !closing
+        closing = true
+        condition.broadcast()
+        if Thread.current === thread {
+            return false
+        }
+        while !finished {
+            condition.wait()
+        }
+        return first
+    }
+
+    // MARK: the writer thread
+
+    private func run() {
+        var batch: [Pending] = []
+        while true {
+            condition.lock()
+            while !closing && (pending.isEmpty || paused) {
+                condition.wait()
+            }
+            if pending.isEmpty {  // closing and drained
+                finished = true
+                thread = nil
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            swap(&batch, &pending)
+            condition.unlock()
+
+            commit(batch)
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private func commit(_ batch: [Pending]) {
+        var committed: [(completion: @Sendable (Result<AuditRecord, AuditError>) -> Void, record: AuditRecord)] = []
+        var rejected: [(completion: @Sendable (Result<AuditRecord, AuditError>) -> Void, error: AuditError)] = []
+        committed.reserveCapacity(batch.count)
+        do {
+            try pool.writeWithoutTransaction { db in
+                try db.inTransaction(.immediate) {
+                    committed.removeAll(keepingCapacity: true)
+                    rejected.removeAll()
+                    // Indexes are assigned from the database inside the transaction: a failed batch
+                    // consumes none, and nothing else can make them drift.
+                    let last = try Int64.fetchOne(db, sql: "SELECT coalesce(max(idx), 0) FROM entries") ?? 0
+                    var next = UInt64(last) + 1
+                    let insert = try db.cachedStatement(
+                        sql: "INSERT INTO entries (idx, time_us, kind, user, resource, session, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    )
+                    for item in batch {
+                        let size = item.template.size(index: next)
+                        guard size <= maximumEntrySize else {
+                            rejected.append((item.completion, AuditLog.tooLarge(kind: item.kind, size: size)))
+                            continue
+                        }
+                        let body = item.template.render(index: next, micros: item.micros)
+                        try insert.execute(arguments: [
+                            Int64(next), item.micros, item.kind,
+                            item.subject.user, item.subject.resource, item.subject.session,
+                            Data(body),
+                        ])
+                        committed.append((
+                            item.completion,
+                            AuditRecord(index: next, time: AuditTime.date(micros: item.micros), kind: item.kind, body: body)
+                        ))
+                        next += 1
+                    }
+                    return .commit
+                }
+            }
+        } catch {
+            let auditError = AuditError.from(error, while: "committing \(batch.count) audit entries", path: path)
+            condition.lock()
+            failedTransactions += 1
+            condition.unlock()
+            logger.critical(
+                "ALERT: audit entries cannot be committed; the requests waiting on them are refused until the store accepts writes again",
+                metadata: [
+                    "audit.batch": "\(batch.count)",
+                    "audit.error.code": "\(auditError.code)",
+                    "audit.error": "\(auditError.message)",
+                ]
+            )
+            for item in batch {
+                item.completion(.failure(auditError))
+            }
+            return
+        }
+        condition.lock()
+        if !committed.isEmpty {
+            committedTransactions += 1
+            maximumBatch = max(maximumBatch, committed.count)
+        }
+        condition.unlock()
+        if let first = committed.first, let last = committed.last {
+            logger.trace(
+                "committed audit batch",
+                metadata: ["audit.count": "\(committed.count)", "audit.first": "\(first.record.index)", "audit.last": "\(last.record.index)"]
+            )
+        }
+        for (completion, error) in rejected {
+            completion(.failure(error))
+        }
+        for (completion, record) in committed {
+            completion(.success(record))
+        }
+    }
+
+    // MARK: test hooks
+
+    struct Statistics: Sendable, Equatable {
+        var committedTransactions: Int
+        var failedTransactions: Int
+        var maximumBatch: Int
+    }
+
+    var statistics: Statistics {
+        condition.lock()
+        defer { condition.unlock() }
+        return Statistics(
+            committedTransactions: committedTransactions,
+            failedTransactions: failedTransactions,
+            maximumBatch: maximumBatch
+        )
+    }
+
+    /// Holds queued appends until ``resume()`` (close still drains them).
+    func pause() {
+        condition.lock()
+        paused = true
+        condition.unlock()
+    }
+
+    func resume() {
+        condition.lock()
+        paused = false
+        condition.broadcast()
+        condition.unlock()
+    }
+}
