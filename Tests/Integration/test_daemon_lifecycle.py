@@ -1,0 +1,57 @@
+"""The daemon itself: privileges dropped, start and stop recorded, evidence kept across restarts."""
+
+import pwd
+
+from harness import sessions
+
+
+def proc_status(pid):
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.strip()
+    return fields
+
+
+def test_daemon_drops_to_its_user_keeping_only_cap_net_admin(world, daemon):
+    st = proc_status(daemon.pid)
+    uid = pwd.getpwnam("interlock").pw_uid
+    assert st["Uid"].split() == [str(uid)] * 4, st["Uid"]
+    assert st["Gid"].split()[0] == str(pwd.getpwnam("interlock").pw_gid), st["Gid"]
+    cap_net_admin = 1 << 12
+    assert int(st["CapEff"], 16) == cap_net_admin, st["CapEff"]
+    assert int(st["CapPrm"], 16) == cap_net_admin, st["CapPrm"]
+
+
+def test_start_is_recorded(world, daemon):
+    kinds = [e["kind"] for e in daemon.audit()]
+    assert kinds[:1] == ["daemon.started"], kinds
+    assert "ruleset.installed" in kinds
+    loads = [e for e in daemon.audit() if e["kind"] == "policy.loaded"]
+    assert loads and loads[0]["outcome"] == "ok", loads
+
+
+def test_evidence_survives_a_restart_and_stop_is_recorded(world, make_daemon):
+    first = make_daemon()
+    assert world.psql("svc-ci").returncode == 0
+    first.wait_entries(lambda es: sessions(es, user="svc-ci"), what="a session before restart")
+    before = first.audit()
+    assert first.stop() == 0, f"interlockd exit code after SIGTERM: {first.proc.returncode}"
+    second = make_daemon(directory=first.dir)
+    after = second.audit()
+    assert after[:len(before)] == before, "entries changed across a restart"
+    kinds = [e["kind"] for e in after[len(before):]]
+    assert kinds[:2] == ["daemon.stopped", "daemon.started"], kinds
+    idx = [e["index"] for e in after]
+    assert idx == list(range(idx[0], idx[0] + len(idx)))
+
+
+def test_uninstall_removes_the_table_and_stops_the_daemon(world, daemon):
+    r = daemon.cli("uninstall", check=False, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert world.nft("list", "table", "inet", "interlock").returncode != 0
+    daemon.proc.wait(timeout=10)
+    # With the table gone, svc-ci is no longer captured: it goes direct.
+    p = world.psql("svc-ci")
+    assert p.returncode == 0, p.stderr
