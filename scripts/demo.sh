@@ -35,6 +35,11 @@ show() { # show CMD...: print the command as the reader would type it, then run 
     "$@" 2>&1 | sed 's/^/    /'
 }
 pause() { if [ "${DEMO_PAUSE:-0}" = 1 ]; then read -r -p "    (Enter to continue)" _; fi; }
+# show_cli ARGS...: `interlock ARGS` against the demo daemon, shown as an operator would type it.
+show_cli() {
+    printf '%s    $ interlock %s%s\n' "$G" "$*" "$R"
+    cli "$@" 2>&1 | sed 's/^/    /'
+}
 cli() { timeout 20 nsenter --net="/run/netns/$HOST_NS" "$BIN_DIR/interlock" "$@" --socket "$SOCK"; }
 as_user() { # as_user USER in-unit|- CMD...
     local user=$1 cg=
@@ -133,11 +138,11 @@ if [ $ready = 0 ]; then
     sed 's/^/    /' "$DEMO_DIR/interlockd.log" >&2
     exit 1
 fi
-show cli status
+show_cli status
 pause
 
 say "The rules it installed in the kernel (nftables, one atomic batch)"
-show cli rules show
+show_cli rules show
 pause
 
 # --------------------------------------------------------------------------------------------------
@@ -159,7 +164,7 @@ if [ $recorded = 0 ]; then
 fi
 
 say "The evidence: who, from which unit, to where, how many bytes"
-show cli audit list --user svc-ci
+show_cli audit list --user svc-ci
 note "the same as JSON, one canonical entry per line (for scripts and auditors):"
 cli audit list --user svc-ci --kind session.open --json --limit 1 2>&1 | sed 's/^/    /'
 pause
