@@ -310,7 +310,7 @@ extension String {
 
 /// Reads a small file (procfs and cgroupfs report size 0, so read until EOF), at most `limit`
 /// bytes. Nil when it cannot be opened or read.
-func readSmallFile(_ path: String, limit: Int) -> [UInt8]? {
+private func readSmallFile(_ path: String, limit: Int) -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
@@ -329,7 +329,7 @@ func readSmallFile(_ path: String, limit: Int) -> [UInt8]? {
 }
 
 /// The target of a symbolic link, or nil.
-func readLink(_ path: String) -> String? {
+private func readLink(_ path: String) -> String? {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink(path, &buffer, buffer.count)
     guard n >= 0 else { return nil }

@@ -149,9 +149,3 @@ public enum OriginalDestination {
         }
     }
 }
-
-/// A `CaptureError` carrying the current `errno` (its text is shown by `description`).
-func captureErrno(_ code: CaptureError.Code, _ message: String) -> CaptureError {
-    let e = errno
-    return CaptureError(code: e == EPERM || e == EACCES ? .permission : code, message: message, errno: e)
-}

@@ -30,11 +30,11 @@ public struct SocketOwner: Sendable, Equatable {
 /// each request carries a fresh sequence number and stale answers are dropped, and a receive
 /// timeout bounds the wait so a kernel that never answers cannot hang the event loop.
 public final class SockDiag: Sendable {
-    private let connection: Mutex<NetlinkSocket>
+    private let connection: Mutex<SockDiagSocket>
 
     /// Opens the netlink socket. It belongs to the network namespace of the calling thread.
     public init() throws {
-        connection = Mutex(try NetlinkSocket(receiveTimeoutMilliseconds: 250))
+        connection = Mutex(try SockDiagSocket(receiveTimeoutMilliseconds: 250))
     }
 
     /// The owner of the TCP socket that `client` uses to talk to `destination`, as the client
@@ -226,7 +226,7 @@ enum InetDiagWire {
 // MARK: - The socket
 
 /// The one netlink socket of a `SockDiag`, with its buffers. Only used under the mutex.
-final class NetlinkSocket {
+private final class SockDiagSocket {
     private let fd: Int32
     private var sequence: UInt32
     private let sendBuffer: UnsafeMutableRawBufferPointer
@@ -320,4 +320,10 @@ final class NetlinkSocket {
         }
         throw CaptureError(code: .netlink, message: "sock_diag: no matching answer for \(client) -> \(destination)", errno: nil)
     }
+}
+
+/// A `CaptureError` carrying the current `errno` (its text is shown by `description`).
+private func captureErrno(_ code: CaptureError.Code, _ message: String) -> CaptureError {
+    let e = errno
+    return CaptureError(code: e == EPERM || e == EACCES ? .permission : code, message: message, errno: e)
 }
