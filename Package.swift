@@ -65,20 +65,24 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .executableTarget(
             name: "interlockd",
             dependencies: [
-                "Gateway",
+                "Gateway", "Capture", "Policy", "Audit",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "interlock",
             dependencies: [
-                "Control", "Policy", "Capture", "Audit",
+                "Control", "Policy", "Capture", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

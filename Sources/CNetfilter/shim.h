@@ -69,4 +69,39 @@ static inline uint32_t interlock_nlmsg_error_seq(const struct nlmsghdr *nlh) {
 /// `errno` as a function: Swift cannot always read the thread-local macro reliably across modules.
 static inline int interlock_errno(void) { return errno; }
 
+
+// MARK: - process privileges (interlockd drops to its own uid keeping only CAP_NET_ADMIN)
+
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <linux/capability.h>
+
+/// prctl(2) with one argument; prctl is variadic in glibc, which Swift cannot call.
+static inline int interlock_prctl(int option, unsigned long arg) {
+    return prctl(option, arg, 0UL, 0UL, 0UL);
+}
+
+/// Sets the calling thread's capability sets (64-bit masks, _LINUX_CAPABILITY_VERSION_3).
+static inline int interlock_capset(uint64_t effective, uint64_t permitted, uint64_t inheritable) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2] = {
+        { (uint32_t)effective, (uint32_t)permitted, (uint32_t)inheritable },
+        { (uint32_t)(effective >> 32), (uint32_t)(permitted >> 32), (uint32_t)(inheritable >> 32) },
+    };
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+/// Reads the calling thread's effective and permitted capability sets.
+static inline int interlock_capget(uint64_t *effective, uint64_t *permitted) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    int rc = (int)syscall(SYS_capget, &header, data);
+    if (rc == 0) {
+        *effective = (uint64_t)data[0].effective | ((uint64_t)data[1].effective << 32);
+        *permitted = (uint64_t)data[0].permitted | ((uint64_t)data[1].permitted << 32);
+    }
+    return rc;
+}
+
 #endif

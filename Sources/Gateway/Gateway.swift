@@ -1,6 +1,115 @@
-// STUB
+import Audit
+import Capture
+import Logging
 import NIOCore
 import NIOPosix
-import Capture
 import Policy
-import Audit
+import Synchronization
+
+/// The data plane: listeners on loopback that receive redirected connections, and the sessions
+/// they become.
+public final class Gateway: Sendable {
+    public let runtime: Runtime
+    let inspector: any ConnectionInspector
+    let registry = ConnectionRegistry()
+    let logger: Logger
+    let group: any EventLoopGroup
+    private let serverChannels = Mutex<[any Channel]>([])
+
+    var counters: Counters { runtime.counters }
+
+    public init(runtime: Runtime, inspector: any ConnectionInspector, group: any EventLoopGroup, logger: Logger) {
+        self.runtime = runtime
+        self.inspector = inspector
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Binds the listeners (IPv4 and IPv6 loopback) on `port`; returns their addresses.
+    public func start(port: UInt16, hosts: [String] = ["127.0.0.1", "::1"]) async throws -> [SocketAddress] {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.autoRead, value: false)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AdmissionHandler(gateway: self))
+                }
+            }
+        var bound: [SocketAddress] = []
+        for host in hosts {
+            let channel = try await bootstrap.bind(host: host, port: Int(port)).get()
+            serverChannels.withLock { $0.append(channel) }
+            if let a = channel.localAddress { bound.append(a) }
+        }
+        return bound
+    }
+
+    /// Stops accepting, ends every live session (recorded with reason `shutdown`) and waits for
+    /// their close entries to be queued.
+    public func stop() async {
+        let servers = serverChannels.withLock { s in
+            defer { s = [] }
+            return s
+        }
+        for s in servers { try? await s.close() }
+        let live = registry.all()
+        for channel in live {
+            channel.pipeline.fireUserInboundEventTriggered(GatewayShutdownEvent())
+        }
+        for channel in live {
+            try? await channel.closeFuture.get()
+        }
+    }
+
+    func sessionEnded(_ s: ProxySession) {
+        if s.forwarded {
+            counters.active.subtract(1, ordering: .relaxed)
+        }
+        registry.remove(s)
+        let reason = s.reason ?? .error
+        var fields: [String: AuditValue] = [
+            "session": .string(s.id),
+            "bytes_up": .uint(s.bytesUp),
+            "bytes_down": .uint(s.bytesDown),
+            "duration_ms": .int(s.durationMilliseconds),
+            "reason": .string(reason.rawValue),
+        ]
+        if let d = s.detail { fields["detail"] = .string(d) }
+        let logger = s.logger
+        logger.debug(
+            "session closed", metadata: ["reason": "\(reason.rawValue)", "up": "\(s.bytesUp)", "down": "\(s.bytesDown)"])
+        runtime.audit.append(
+            kind: "session.close",
+            subject: AuditSubject(user: s.identity.user ?? "uid:\(s.identity.uid)", resource: s.resource?.name, session: s.id),
+            fields: fields
+        ) { result in
+            if case .failure(let error) = result {
+                logger.critical("could not record session.close", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// Sent down a live session's client pipeline when the daemon stops.
+struct GatewayShutdownEvent {}
+
+/// The client channels of live sessions, so shutdown can end them.
+final class ConnectionRegistry: Sendable {
+    private let channels = Mutex<[String: any Channel]>([:])
+
+    func add(_ channel: any Channel, session: ProxySession) {
+        session.forwarded = true
+        channels.withLock { $0[session.id] = channel }
+    }
+
+    func remove(_ session: ProxySession) {
+        _ = channels.withLock { $0.removeValue(forKey: session.id) }
+    }
+
+    func all() -> [any Channel] {
+        channels.withLock { Array($0.values) }
+    }
+}
