@@ -153,6 +153,10 @@ public final class AuditLog: Sendable {
     /// visible, no index is consumed, an alert is logged at `.critical`, and later appends are served
     /// again (and succeed once the cause is gone).
     ///
+    /// `subject` fills the indexed columns and is written into the body as top-level `user`,
+    /// `resource` and `session`; `fields` may carry those members too (equal to the subject, or
+    /// instead of it).
+    ///
     /// Errors found before queueing (`.invalidEntry`: a reserved field `index`, `kind`, `time` or `v`,
     /// a bad kind, a top-level `user`/`resource`/`session` that differs from the subject;
     /// `.entryTooLarge`; `.closed`) are delivered synchronously, on the calling thread, before this
@@ -174,7 +178,7 @@ public final class AuditLog: Sendable {
             completion(.failure(Self.tooLarge(kind: kind, size: template.sizeWithoutIndex + 1)))
             return
         }
-        writer.enqueue(kind: kind, subject: subject, template: template, completion: completion)
+        writer.enqueue(kind: kind, template: template, completion: completion)
     }
 
     /// Appends one entry and returns it once it is committed. See the completion-based variant.

@@ -12,7 +12,6 @@ import Logging
 final class AuditWriter: @unchecked Sendable {
     struct Pending {
         var kind: String
-        var subject: AuditSubject
         var template: EntryTemplate
         var micros: Int64
         var completion: @Sendable (Result<AuditRecord, AuditError>) -> Void
@@ -65,7 +64,6 @@ final class AuditWriter: @unchecked Sendable {
 
     func enqueue(
         kind: String,
-        subject: AuditSubject,
         template: EntryTemplate,
         completion: @escaping @Sendable (Result<AuditRecord, AuditError>) -> Void
     ) {
@@ -79,7 +77,7 @@ final class AuditWriter: @unchecked Sendable {
         // even if the wall clock steps back.
         let micros = max(AuditTime.micros(clock()), lastMicros)
         lastMicros = micros
-        pending.append(Pending(kind: kind, subject: subject, template: template, micros: micros, completion: completion))
+        pending.append(Pending(kind: kind, template: template, micros: micros, completion: completion))
         if pending.count == 1 {
             condition.signal()
         }
@@ -158,7 +156,7 @@ final class AuditWriter: @unchecked Sendable {
                         let body = item.template.render(index: next, micros: item.micros)
                         try insert.execute(arguments: [
                             Int64(next), item.micros, item.kind,
-                            item.subject.user, item.subject.resource, item.subject.session,
+                            item.template.subject.user, item.template.subject.resource, item.template.subject.session,
                             Data(body),
                         ])
                         committed.append((

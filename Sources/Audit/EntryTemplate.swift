@@ -11,10 +11,14 @@ struct EntryTemplate: Sendable {
     var middle: [UInt8]
     /// Everything after the time value.
     var tail: [UInt8]
+    /// The indexed columns, as found in the body.
+    var subject: AuditSubject
 
     static let formatVersion: Int64 = 1
     static let reservedKeys: Set<String> = ["index", "kind", "time", "v"]
-    static let subjectKeys = ["user", "resource", "session"]
+    static var subjectKeys: [(String, WritableKeyPath<AuditSubject, String?>)] {
+        [("user", \.user), ("resource", \.resource), ("session", \.session)]
+    }
 
     /// Size of the entry without the digits of its index.
     var sizeWithoutIndex: Int { head.count + middle.count + tail.count + AuditTime.formattedLength + 2 }
@@ -44,8 +48,12 @@ struct EntryTemplate: Sendable {
         return digits
     }
 
-    /// Validates and encodes an entry. The subject's strings are written as the top-level `user`,
-    /// `resource` and `session` members so the body alone justifies the indexed columns.
+    /// Validates and encodes an entry.
+    ///
+    /// The indexed columns are, by definition, the body's top-level `user`, `resource` and `session`
+    /// strings, so the body alone justifies them: a subject value missing from `fields` is added to
+    /// the body; a string in `fields` with no subject value fills the column; `null` in `fields` means
+    /// none; a field that differs from a subject value is an error.
     static func make(kind: String, subject: AuditSubject, fields: [String: AuditValue]) throws(AuditError) -> EntryTemplate {
         try validate(kind: kind)
         var members = fields
@@ -55,22 +63,27 @@ struct EntryTemplate: Sendable {
                 "\(kind): field \"\(key)\" is reserved (index, kind, time and v are set by the audit log)"
             )
         }
-        for (key, value) in zip(subjectKeys, [subject.user, subject.resource, subject.session]) {
-            switch (fields[key], value) {
-            case (nil, nil):
+        var resolved = subject
+        for (key, path) in subjectKeys {
+            switch (fields[key], subject[keyPath: path]) {
+            case (nil, nil), (.null?, nil):
                 break
             case (nil, let value?):
                 members[key] = .string(value)
+            case (.string(let value)?, nil):
+                resolved[keyPath: path] = value
             case (let field?, let value):
                 guard let value, field == .string(value) else {
                     throw AuditError(
                         .invalidEntry,
-                        "\(kind): field \"\(key)\" is \(field) but the subject says \(value.map { "\"\($0)\"" } ?? "nothing"); "
-                            + "top-level \(key) must equal the subject's \(key), which fills the indexed column"
+                        "\(kind): top-level \"\(key)\" is \(field) but the subject's \(key) is "
+                            + (value.map { "\"\($0)\"" } ?? "unset")
+                            + "; it fills the indexed column, so it must be a string equal to the subject's (or null when unset)"
                     )
                 }
             }
         }
+        var template = EntryTemplate(head: [], middle: [], tail: [], subject: resolved)
         members["kind"] = .string(kind)
         members["v"] = .int(formatVersion)
 
@@ -79,7 +92,6 @@ struct EntryTemplate: Sendable {
         keys.append("time")
         keys = CanonicalJSON.sortedKeys(keys)
 
-        var template = EntryTemplate(head: [], middle: [], tail: [])
         var out: [UInt8] = [UInt8(ascii: "{")]
         out.reserveCapacity(512)
         for (n, key) in keys.enumerated() {

@@ -280,7 +280,8 @@ import Testing
             ("session.", .none, [:]),
             ("", .none, [:]),
             ("test.subject", AuditSubject(user: "alice"), ["user": "bob"]),
-            ("test.subject", .none, ["session": "s1"]),
+            ("test.subject", AuditSubject(user: "alice"), ["user": nil]),
+            ("test.subject", .none, ["session": 5]),
         ]
         for (kind, subject, fields) in attempts {
             do {
@@ -291,9 +292,31 @@ import Testing
             }
         }
         #expect(try log.lastIndex == 0)
-        // The same field as the subject is fine.
-        let ok = try await log.append(kind: "test.subject", subject: AuditSubject(user: "alice"), fields: ["user": "alice"])
-        #expect(try ok.value()["user"] == "alice")
+    }
+
+    @Test func indexedColumnsAreTheBodysTopLevelSubjectMembers() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        let log = try openLog(dir.file())
+        defer { log.close() }
+        // Subject only: written into the body.
+        let a = try await log.append(kind: "test.subject", subject: AuditSubject(user: "alice", session: "s1"), fields: [:])
+        // Field and subject agree.
+        let b = try await log.append(kind: "test.subject", subject: AuditSubject(user: "alice"), fields: ["user": "alice"])
+        // Field only: fills the column. Null: none.
+        let c = try await log.append(kind: "test.subject", subject: .none, fields: ["session": "s9", "resource": nil])
+        #expect(try a.value()["user"] == "alice")
+        #expect(try a.value()["session"] == "s1")
+        #expect(try a.value()["resource"] == nil)
+        #expect(try b.value()["user"] == "alice")
+        #expect(try c.value()["resource"] == .null)
+        let columns = try await log.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT user, resource, session FROM entries ORDER BY idx").map {
+                [$0["user"] as String?, $0["resource"] as String?, $0["session"] as String?]
+            }
+        }
+        #expect(columns == [["alice", nil, "s1"], ["alice", nil, nil], [nil, nil, "s9"]])
+        #expect(try log.query(AuditQuery(user: "alice")).map(\.index) == [1, 2])
     }
 
     @Test func aFullDiskFailsTheBatchThenAppendsResumeWithoutGaps() throws {
