@@ -244,7 +244,10 @@ final class NftnlExpr {
             }
         case .redirectToPortInRegister:
             try self.init(name: "redir")
+            // nft sends only proto_min; the kernel then stores max = min and dumps both. Sending
+            // both makes what we send and what the kernel dumps the same (same listing either way).
             set(NFTNL_EXPR_REDIR_REG_PROTO_MIN, reg1)
+            set(NFTNL_EXPR_REDIR_REG_PROTO_MAX, reg1)
             set(NFTNL_EXPR_REDIR_FLAGS, UInt32(NF_NAT_RANGE_PROTO_SPECIFIED))
         case .reject(let type, let code):
             try self.init(name: "reject")

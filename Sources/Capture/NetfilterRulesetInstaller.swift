@@ -14,6 +14,9 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
     /// handling sendmsg, so this only matters when something is badly wrong.
     private let answerTimeoutMilliseconds: Int32 = 5_000
 
+    /// uids per NEWSETELEM message; about 20 bytes each, well below the 64 KiB attribute limit.
+    static let uidsPerMessage = 1_000
+
     public init() {}
 
     public func install(_ ruleset: CaptureRuleset) throws {
@@ -36,21 +39,22 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
         try batch.add(NFT_MSG_NEWTABLE, flags: NLM_F_CREATE | NLM_F_EXCL, description: "adding table \(spec.name)") {
             table.build(into: $0)
         }
-        let set = try NftnlSet(
-            table: spec.name,
-            name: TableSpec.capturedSetName,
-            id: TableSpec.capturedSetID,
-            uids: spec.capturedUIDs
-        )
+        let set = try NftnlSet(table: spec.name, name: TableSpec.capturedSetName, id: TableSpec.capturedSetID, uids: [])
         try batch.add(NFT_MSG_NEWSET, flags: NLM_F_CREATE | NLM_F_EXCL, description: "adding set \(TableSpec.capturedSetName)") {
             set.build(into: $0)
         }
-        if !spec.capturedUIDs.isEmpty {
+        // Elements go in chunks: the element list is one netlink attribute, whose length is 16 bits,
+        // so a single message with thousands of uids would be cut short (seen with 5000 uids).
+        var start = 0
+        while start < spec.capturedUIDs.count {
+            let chunk = Array(spec.capturedUIDs[start..<min(start + Self.uidsPerMessage, spec.capturedUIDs.count)])
+            let elements = try NftnlSet(table: spec.name, name: TableSpec.capturedSetName, id: TableSpec.capturedSetID, uids: chunk)
             try batch.add(
                 NFT_MSG_NEWSETELEM,
                 flags: NLM_F_CREATE | NLM_F_EXCL,
-                description: "adding \(spec.capturedUIDs.count) uid(s) to set \(TableSpec.capturedSetName)"
-            ) { set.buildElements(into: $0) }
+                description: "adding uids \(chunk.first!)...\(chunk.last!) to set \(TableSpec.capturedSetName)"
+            ) { elements.buildElements(into: $0) }
+            start += chunk.count
         }
         for chainSpec in spec.chains {
             let chain = try NftnlChain(table: spec.name, spec: chainSpec)
@@ -416,10 +420,10 @@ struct KernelTableSnapshot {
             let missing = wanted.subtracting(held).sorted()
             let extra = held.subtracting(wanted).sorted()
             if !missing.isEmpty {
-                out.append("set \(set.name) lacks uid(s) \(missing.map(String.init).joined(separator: ", "))")
+                out.append("set \(set.name) lacks uid(s) \(Self.list(missing))")
             }
             if !extra.isEmpty {
-                out.append("set \(set.name) holds unexpected uid(s) \(extra.map(String.init).joined(separator: ", "))")
+                out.append("set \(set.name) holds unexpected uid(s) \(Self.list(extra))")
             }
         } else {
             out.append("set \(TableSpec.capturedSetName) is missing")
@@ -456,6 +460,12 @@ struct KernelTableSnapshot {
             }
         }
         return out
+    }
+
+    /// At most 20 uids, then how many more: a drift message stays readable with thousands of uids.
+    private static func list(_ uids: [UInt32]) -> String {
+        let shown = uids.prefix(20).map(String.init).joined(separator: ", ")
+        return uids.count > 20 ? "\(shown) and \(uids.count - 20) more" : shown
     }
 
     private static func describe(_ chain: Chain) -> String {

@@ -34,7 +34,7 @@ enum NftExpr: Equatable, Sendable {
     case immediateData([UInt8])
     /// `[ immediate reg 0 verdict ]`
     case verdict(Verdict)
-    /// `[ redir proto_min reg 1 flags 0x2 ]`: redirect to the port loaded in reg 1.
+    /// `[ redir proto_min reg 1 proto_max reg 1 flags 0x2 ]`: redirect to the port loaded in reg 1.
     case redirectToPortInRegister
     /// `[ reject type t code c ]`
     case reject(type: UInt32, code: UInt32)
