@@ -5,19 +5,22 @@
 /// milliseconds; nothing is a float. `docs/evidence.md` is the auditors' version of this list; keep
 /// the two in step, and add a kind here before writing it.
 ///
-/// - `daemon.started`: `version`, `pid`, `config_path`.
-/// - `daemon.stopped`: `reason` (`signal`, `error`, ...), `uptime_ms`.
-/// - `policy.loaded`: `path`, `sha256` (hex of the file's bytes), `resources` (names), `users` and
-///   `groups` (captured), `outcome` (`ok` | `rejected`), `error` (file:line message, when rejected).
-/// - `ruleset.installed`: `table`, `captured_uids`, `listen_port`, `sha256` (of the ruleset text).
+/// - `daemon.started`: `version`, `pid`, `uid`, `config` (policy file path).
+/// - `daemon.stopped`: `pid`.
+/// - `policy.loaded`: `path`, `trigger`, `outcome` (`ok` | `rejected`); when rejected `error`
+///   (file:line message); when ok `sha256` (hex of the file's bytes), `resources` (names),
+///   `captured` ([{`uid`, `user`, `via`}]: captured accounts and the users/groups entries that
+///   captured them), `unregistered`, `dns`.
+/// - `ruleset.installed`: `uids`.
 /// - `ruleset.restored`: `problem` (`missing` | `drifted`), `detail`.
-/// - `ruleset.removed`: `by` (`uninstall`), `actor_uid`.
-/// - `session.open` (subject: user, resource, session): `identity` {`uid`, `user`, `gid`, `groups`,
-///   `cgroup`, `unit`, `pid`, `executable`, `command_line`}, `source` {`address`, `port`},
-///   `destination` {`address`, `port`}, `protocol`, `decision` (`allow` | `deny`), `reason`.
-/// - `session.close` (subject: user, resource, session): `bytes_up` (client → server), `bytes_down`,
-///   `duration_ms`, `reason` (`client_closed` | `upstream_closed` | `idle_timeout` |
-///   `connect_failed` | `error` | `shutdown`).
+/// - `ruleset.removed`: `reason`.
+/// - `session.open` (subject: user, resource, session): `session`, `identity` {`uid`, `user`,
+///   `gid`, `groups`, `cgroup`, `unit`, `pid`, `executable`, `command_line` (argv array)} or null
+///   when the owner is unknown, `source` {`address`, `port`}, `destination` {`address`, `port`},
+///   `resource` (or null), `protocol`, `decision` (`allow` | `deny`), `reason`.
+/// - `session.close` (subject: user, resource, session): `session`, `bytes_up` (client → server),
+///   `bytes_down`, `duration_ms`, `reason` (`client_closed` | `upstream_closed` | `idle_timeout` |
+///   `connect_failed` | `error` | `shutdown`), optional `detail`.
 public enum AuditKind {
     public static let daemonStarted = "daemon.started"
     public static let daemonStopped = "daemon.stopped"

@@ -64,7 +64,7 @@ import Testing
         let completions = Completions()
         let threads = 8
         let perThread = 500
-        DispatchQueue.concurrentPerform(iterations: threads) { thread in
+        onThreads(threads) { thread in
             for n in 0..<perThread {
                 log.append(
                     kind: "test.append",

@@ -119,3 +119,18 @@ func openLog(
 ) throws -> AuditLog {
     try AuditLog.open(path: path, durability: durability, logger: logger, clock: clock ?? { Date() })
 }
+
+/// Runs `body(i)` for i in 0..<count on `count` real threads at once (concurrentPerform would cap the
+/// parallelism at the number of cores) and returns when all are done.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let done = DispatchGroup()
+    for i in 0..<count {
+        done.enter()
+        let thread = Thread {
+            body(i)
+            done.leave()
+        }
+        thread.start()
+    }
+    done.wait()
+}
