@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 import harness
-from harness import BIN_DIR, IN_CI, Daemon, require
+from harness import IN_CI, Daemon, require
 
 _skipped: list[str] = []
 _daemons_key = pytest.StashKey[list]()
@@ -35,7 +35,8 @@ def world():
 
 def _binaries_present():
     for name in ("interlockd", "interlock"):
-        require((BIN_DIR / name).exists(), f"{BIN_DIR / name} not built (swift build, or set INTERLOCK_BIN_DIR)")
+        require(harness.bin_path(name).exists(),
+                f"{harness.SOURCE_BIN_DIR / name} not built (swift build, or set INTERLOCK_BIN_DIR)")
 
 
 @pytest.fixture

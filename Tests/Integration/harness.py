@@ -32,7 +32,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 WORLD_SH = REPO / "scripts" / "lib" / "world.sh"
 SERVERS_PY = Path(__file__).resolve().parent / "servers.py"
-BIN_DIR = Path(os.environ.get("INTERLOCK_BIN_DIR", REPO / ".build" / "debug"))
+# Where the binaries come from. start_world() copies them into the world's directory, so a rebuild
+# in the same checkout during a run ("Text file busy") cannot change or break the binaries under test.
+SOURCE_BIN_DIR = Path(os.environ.get("INTERLOCK_BIN_DIR", REPO / ".build" / "debug"))
+BIN_DIR = SOURCE_BIN_DIR
+
+
+def bin_path(name: str) -> Path:
+    """The binary under test (the snapshot once the world exists)."""
+    return BIN_DIR / name
 PYTHON = "/usr/bin/python3"  # Debian's, with psycopg2 from python3-psycopg2
 
 REMOTE4 = "198.18.0.10"
@@ -255,6 +263,7 @@ def start_world() -> World:
         raise RuntimeError("no cgroup2 mount in /proc/self/mountinfo")
     world = World(host=host, remote=remote, workdir=workdir, cgroup=f"{mnt}/{CGROUP_SLICE}/{CGROUP_UNIT}")
     try:
+        snapshot_binaries(workdir / "bin")
         sh("il_accounts_test")
         sh("il_world_up", host, remote)
         sh("il_pg_start", remote, str(workdir / "pg"), timeout=120)
@@ -285,6 +294,24 @@ def start_world() -> World:
     except BaseException:
         stop_world(world, keep=False)
         raise
+
+
+def snapshot_binaries(dest: Path) -> None:
+    """Copy interlockd and interlock (when built) into `dest` and point BIN_DIR there."""
+    global BIN_DIR
+    names = ("interlockd", "interlock")
+    if not all((SOURCE_BIN_DIR / n).exists() for n in names):
+        return  # the daemon fixtures report the missing build
+    dest.mkdir(mode=0o755)
+    for n in names:
+        for attempt in range(20):  # the linker may be rewriting it right now: bounded retry
+            try:
+                shutil.copy2(SOURCE_BIN_DIR / n, dest / n)
+                break
+            except OSError:
+                time.sleep(0.5)
+        os.chmod(dest / n, 0o755)
+    BIN_DIR = dest
 
 
 CONNECT_OK = r"""
@@ -381,7 +408,7 @@ class Daemon:
         err.write(f"----- start #{self.starts} -----\n")
         err.flush()
         self.proc = subprocess.Popen(
-            self.world.netns(self.world.host) + [str(BIN_DIR / "interlockd"), "--config", str(self.config)],
+            self.world.netns(self.world.host) + [str(bin_path("interlockd")), "--config", str(self.config)],
             stdout=err, stderr=err, cwd="/tmp", start_new_session=True)
         err.close()
         deadline = time.monotonic() + timeout
@@ -444,7 +471,7 @@ class Daemon:
 
     def cli(self, *args: str, user: str | None = None, check: bool = True, timeout: float = 30,
             socket_path: Path | None = None) -> subprocess.CompletedProcess:
-        argv = [str(BIN_DIR / "interlock")] + list(args) + ["--socket", str(socket_path or self.socket)]
+        argv = [str(bin_path("interlock"))] + list(args) + ["--socket", str(socket_path or self.socket)]
         if user is None:
             p = self.world.in_host(argv, timeout=timeout)
         else:

@@ -56,7 +56,7 @@ def test_daemon_upstream_is_not_captured_again(world, daemon):
     assert not [o for o in opens if o["destination"]["port"] == LISTEN_PORT]
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "198.18.0.1"])
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
 def test_captured_account_cannot_connect_to_the_listener(world, daemon, address):
     before = daemon.last_index()
     got = world.tcp_probe("svc-ci", address, LISTEN_PORT)
@@ -64,3 +64,16 @@ def test_captured_account_cannot_connect_to_the_listener(world, daemon, address)
     # Nothing reached the daemon as a session.
     time.sleep(0.5)
     assert sessions(daemon.audit(before)) == []
+
+
+def test_listener_port_on_another_local_address_does_not_loop(world, make_daemon):
+    # 198.18.0.1:15001 is not the listener (that is loopback only): the connection is captured like
+    # any other, forwarded under `record` by the daemon's own (uncaptured) socket, and refused there.
+    daemon = make_daemon(capture={"unregistered": "record"})
+    before = daemon.last_index()
+    got = world.tcp_probe("svc-ci", "198.18.0.1", LISTEN_PORT)
+    assert not got.startswith("data:"), got
+    time.sleep(1)
+    opens = sessions(daemon.audit(before))
+    assert len(opens) == 1, f"expected exactly one session (no recursion), got {opens}"
+    assert opens[0]["identity"]["user"] == "svc-ci"

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import BIN_DIR, PG_SESSION, PYTHON, REMOTE4, render_config, run, sessions
+from harness import PG_SESSION, bin_path, PYTHON, REMOTE4, render_config, run, sessions
 
 
 def good_text(daemon, **kw):
@@ -37,7 +37,7 @@ def test_policy_check_rejects_broken_file_with_its_line(world, make_daemon, name
     text = transform(good_text(d))
     path = d.dir / f"{name}.yaml"
     path.write_text(text)
-    p = run([str(BIN_DIR / "interlock"), "policy", "check", str(path)])
+    p = run([str(bin_path("interlock")), "policy", "check", str(path)])
     assert p.returncode != 0, f"policy check accepted a broken file ({name}):\n{text}"
     line = line_of(text, needle)
     m = re.search(re.escape(str(path)) + r":(\d+):(\d+): ", p.stderr)
@@ -49,7 +49,7 @@ def test_policy_check_rejects_broken_file_with_its_line(world, make_daemon, name
 
 def test_policy_check_accepts_the_good_file(world, make_daemon):
     d = make_daemon(start=False)
-    p = run([str(BIN_DIR / "interlock"), "policy", "check", str(d.config)])
+    p = run([str(bin_path("interlock")), "policy", "check", str(d.config)])
     assert p.returncode == 0, p.stderr
 
 
