@@ -21,7 +21,11 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
 
     public func install(_ ruleset: CaptureRuleset) throws {
         try ruleset.validate()
-        let spec = ruleset.tableSpec
+        try install(spec: ruleset.tableSpec)
+    }
+
+    /// Installs a lowered table; tests use it directly to make the kernel refuse part of a batch.
+    func install(spec: TableSpec) throws {
         let context = "installing table \(spec.family) \(spec.name)"
         let socket = try NftablesSocket()
         // Generous: each rule is a few hundred bytes, each uid about 20.

@@ -233,6 +233,13 @@ extension CaptureRuleset {
                 ),
             ]
         )
+        // Why a sub-chain and not `meta skuid != @captured_uids accept` followed by rejects in this
+        // chain: for a packet with no owning socket (IPv6 neighbour solicitations, kernel RSTs and
+        // ICMP errors, TIME_WAIT ACKs) `meta skuid` cannot load and the rule stops matching, so
+        // `!=` does not match either and such packets fell through to the final reject. In a
+        // namespace that broke every IPv6 connection of the host, captured or not (neighbour
+        // discovery was rejected). Jumping only on a positive set match leaves sockless packets to
+        // the accept policy.
         let filter = ChainSpec(
             name: Self.filterChain,
             hook: .init(type: .filter, hookNumber: output, hookName: "output", priority: 0, policyAccept: true),

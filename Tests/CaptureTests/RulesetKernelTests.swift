@@ -175,6 +175,30 @@ import Glibc
         #expect(try !namespace.nft(["list", "tables"]).contains("interlock"))
     }
 
+    @Test func aRefusedBatchNamesTheMessageAndChangesNothing() throws {
+        let namespace = try RulesetTestNamespace("refused")
+        defer { namespace.delete() }
+        let installer = NetfilterRulesetInstaller()
+        try namespace.perform { try installer.install(Self.ruleset) }
+        let before = try namespace.nft(["list", "table", "inet", "interlock"])
+
+        var broken = Self.ruleset
+        broken.capturedUIDs = [4242]
+        var spec = broken.tableSpec
+        spec.chains[1].rules.append(RuleSpec(matches: [], action: .jump("no_such_chain"), comment: "broken on purpose"))
+        let refused = spec
+        do {
+            try namespace.perform { try installer.install(spec: refused) }
+            Issue.record("the kernel accepted a jump to a chain that does not exist")
+        } catch let error as CaptureError {
+            #expect(error.code == .notFound, "\(error)")
+            #expect(error.message.contains("rule 4 of chain filter_output"), "\(error)")
+            #expect(error.message.contains("nothing was changed"), "\(error)")
+        }
+        #expect(try namespace.nft(["list", "table", "inet", "interlock"]) == before)
+        #expect(try namespace.perform { try installer.health(expected: Self.ruleset) } == .intact)
+    }
+
     @Test func manyUIDsFitInOneBatch() throws {
         let namespace = try RulesetTestNamespace("many")
         defer { namespace.delete() }
