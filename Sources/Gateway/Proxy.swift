@@ -69,10 +69,27 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let gateway: Gateway
     private var logger: Logger
+    /// Bytes read before the session is forwarded. With `autoRead` off NIO still reads when the
+    /// client half-closes early (it drains the socket on EOF), so data and the EOF are kept here,
+    /// never forwarded early, and replayed to the glue once the upstream connection exists.
+    private var early: [NIOAny] = []
+    private var earlyInputClosed = false
 
     init(gateway: Gateway) {
         self.gateway = gateway
         self.logger = gateway.logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        early.append(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            earlyInputClosed = true
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -204,6 +221,11 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func connectUpstream(context: ChannelHandlerContext, session: ProxySession, policy: ActivePolicy) {
         let settings = policy.config.daemon
+        guard context.channel.isActive else {
+            session.noteReason(.clientClosed)
+            session.end()
+            return
+        }
         let target: SocketAddress
         do {
             target = try session.destination.socketAddress
@@ -231,7 +253,14 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 switch result {
                 case .failure(let error):
                     this.fail(context: context, session: session, reason: .connectFailed, error: error)
-                case .success:
+                case .success(let upstream):
+                    guard context.channel.isActive else {
+                        // The client left while we were connecting.
+                        session.noteReason(.clientClosed)
+                        upstream.close(promise: nil)
+                        session.end()
+                        return
+                    }
                     this.gateway.counters.forwarded.add(1, ordering: .relaxed)
                     this.gateway.counters.active.add(1, ordering: .relaxed)
                     this.gateway.registry.add(context.channel, session: session)
@@ -240,15 +269,28 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
                         try pipeline.addHandler(
                             IdleStateHandler(allTimeout: .nanoseconds(settings.idleTimeout.nanosecondsClamped)))
                         try pipeline.addHandler(clientGlue)
-                        pipeline.removeHandler(this, promise: nil)
                     } catch {
+                        upstream.close(promise: nil)
                         this.fail(context: context, session: session, reason: .error, error: error)
                         return
                     }
+                    this.replayEarlyInput(context: context)
+                    pipeline.removeHandler(this, promise: nil)
                     context.channel.setOption(.autoRead, value: true).whenFailure { _ in context.close(promise: nil) }
                     session.logger.debug("forwarding", metadata: ["destination": "\(session.destination)"])
                 }
             }
+    }
+
+    private func replayEarlyInput(context: ChannelHandlerContext) {
+        let data = early
+        early = []
+        for d in data { context.fireChannelRead(d) }
+        if !data.isEmpty { context.fireChannelReadComplete() }
+        if earlyInputClosed {
+            earlyInputClosed = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
     }
 
     private func fail(context: ChannelHandlerContext, session: ProxySession, reason: CloseReason, error: any Error) {
@@ -294,6 +336,9 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // The upstream side may have wanted to read (a server that speaks first) before the
+        // client side existed: let it read now.
+        partner?.partnerBecameWritable()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
