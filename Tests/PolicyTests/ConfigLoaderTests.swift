@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Policy
@@ -136,5 +137,18 @@ import Testing
         #expect(Endpoint("[::1]:15001")?.description == "[::1]:15001")
         #expect(IPAddress("127.0.0.1")!.isLoopback && IPAddress("::1")!.isLoopback)
         #expect(!IPAddress("198.18.0.1")!.isLoopback)
+    }
+}
+
+@Suite struct ShippedExampleTests {
+    /// The example operators copy to /etc/interlock must stay valid as the loader evolves.
+    @Test func examplePolicyFileParses() throws {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let path = repo.appendingPathComponent("examples/interlock.yaml").path
+        let c = try ConfigLoader.load(path: path)
+        #expect(c.daemon == DaemonSettings())
+        #expect(c.capture.users.map(\.value) == ["svc-ci"])
+        #expect(c.resources.map(\.name) == ["orders-db", "artifacts"])
     }
 }
