@@ -67,22 +67,26 @@ extension AuditError {
         case .SQLITE_IOERR:
             return AuditError(
                 .storage,
-                "\(doing) failed: I/O error on the audit database \(path) (\(detail)); check the disk and the kernel log"
+                "\(doing) failed: I/O error on the audit database \(path) (\(detail)); "
+                    + "check the disk and the kernel log"
             )
         case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_CANTOPEN, .SQLITE_AUTH:
             return AuditError(
                 .storage,
-                "\(doing) failed: cannot write the audit database \(path) (\(detail)); check that it and its directory belong to the daemon's user"
+                "\(doing) failed: cannot write the audit database \(path) (\(detail)); "
+                    + "check that it and its directory belong to the daemon's user"
             )
         case .SQLITE_BUSY, .SQLITE_LOCKED:
             return AuditError(
                 .storage,
-                "\(doing) failed: the audit database \(path) is locked by another process (\(detail)); only one interlockd may write it"
+                "\(doing) failed: the audit database \(path) is locked by another process (\(detail)); "
+                    + "only one interlockd may write it"
             )
         case .SQLITE_CORRUPT, .SQLITE_NOTADB:
             return AuditError(
                 .corrupt,
-                "\(doing) failed: the audit database \(path) is damaged (\(detail)); keep the file for investigation and restore from an export"
+                "\(doing) failed: the audit database \(path) is damaged (\(detail)); "
+                    + "keep the file for investigation and restore from an export"
             )
         default:
             return AuditError(.storage, "\(doing) failed on the audit database \(path): \(detail)")

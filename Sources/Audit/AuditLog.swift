@@ -78,6 +78,8 @@ public final class AuditLog: Sendable {
             let synchronous = durability == .powerLoss ? "FULL" : "NORMAL"
             lastMicros = try pool.writeWithoutTransaction { db in
                 try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+                // After a checkpoint, truncate the WAL back to 64 MiB instead of keeping its peak size.
+                try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
                 try db.inTransaction(.immediate) {
                     try AuditSchema.prepare(db, path: path)
                     return .commit
@@ -187,7 +189,8 @@ public final class AuditLog: Sendable {
         subject: AuditSubject,
         fields: [String: AuditValue]
     ) async throws(AuditError) -> AuditRecord {
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<AuditRecord, AuditError>, Never>) in
+        let result = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<AuditRecord, AuditError>, Never>) in
             append(kind: kind, subject: subject, fields: fields) { result in
                 continuation.resume(returning: result)
             }

@@ -83,7 +83,8 @@ enum AuditSchema {
         else {
             throw AuditError(
                 .corrupt,
-                "\(path) has an incomplete audit schema (missing table or schema_version); keep the file for investigation"
+                "\(path) has an incomplete audit schema (missing table or schema_version); "
+                    + "keep the file for investigation"
             )
         }
         guard found == version else {

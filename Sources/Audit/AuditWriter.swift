@@ -145,7 +145,9 @@ final class AuditWriter: @unchecked Sendable {
                     let last = try Int64.fetchOne(db, sql: "SELECT coalesce(max(idx), 0) FROM entries") ?? 0
                     var next = UInt64(last) + 1
                     let insert = try db.cachedStatement(
-                        sql: "INSERT INTO entries (idx, time_us, kind, user, resource, session, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                        sql:
+                            "INSERT INTO entries (idx, time_us, kind, user, resource, session, body) "
+                            + "VALUES (?, ?, ?, ?, ?, ?, ?)"
                     )
                     for item in batch {
                         let size = item.template.size(index: next)
@@ -159,10 +161,17 @@ final class AuditWriter: @unchecked Sendable {
                             item.template.subject.user, item.template.subject.resource, item.template.subject.session,
                             Data(body),
                         ])
-                        committed.append((
-                            item.completion,
-                            AuditRecord(index: next, time: AuditTime.date(micros: item.micros), kind: item.kind, body: body)
-                        ))
+                        committed.append(
+                            (
+                                item.completion,
+                                AuditRecord(
+                                    index: next,
+                                    time: AuditTime.date(micros: item.micros),
+                                    kind: item.kind,
+                                    body: body
+                                )
+                            )
+                        )
                         next += 1
                     }
                     return .commit
@@ -174,7 +183,10 @@ final class AuditWriter: @unchecked Sendable {
             failedTransactions += 1
             condition.unlock()
             logger.critical(
-                "ALERT: audit entries cannot be committed; the requests waiting on them are refused until the store accepts writes again",
+                """
+                ALERT: audit entries cannot be committed; the requests waiting on them are refused \
+                until the store accepts writes again
+                """,
                 metadata: [
                     "audit.batch": "\(batch.count)",
                     "audit.error.code": "\(auditError.code)",
@@ -195,7 +207,10 @@ final class AuditWriter: @unchecked Sendable {
         if let first = committed.first, let last = committed.last {
             logger.trace(
                 "committed audit batch",
-                metadata: ["audit.count": "\(committed.count)", "audit.first": "\(first.record.index)", "audit.last": "\(last.record.index)"]
+                metadata: [
+                    "audit.count": "\(committed.count)", "audit.first": "\(first.record.index)",
+                    "audit.last": "\(last.record.index)",
+                ]
             )
         }
         for (completion, error) in rejected {

@@ -54,7 +54,11 @@ struct EntryTemplate: Sendable {
     /// strings, so the body alone justifies them: a subject value missing from `fields` is added to
     /// the body; a string in `fields` with no subject value fills the column; `null` in `fields` means
     /// none; a field that differs from a subject value is an error.
-    static func make(kind: String, subject: AuditSubject, fields: [String: AuditValue]) throws(AuditError) -> EntryTemplate {
+    static func make(
+        kind: String,
+        subject: AuditSubject,
+        fields: [String: AuditValue]
+    ) throws(AuditError) -> EntryTemplate {
         try validate(kind: kind)
         var members = fields
         for key in fields.keys where reservedKeys.contains(key) {
@@ -78,7 +82,8 @@ struct EntryTemplate: Sendable {
                         .invalidEntry,
                         "\(kind): top-level \"\(key)\" is \(field) but the subject's \(key) is "
                             + (value.map { "\"\($0)\"" } ?? "unset")
-                            + "; it fills the indexed column, so it must be a string equal to the subject's (or null when unset)"
+                            + "; it fills the indexed column, so it must be a string equal to the subject's "
+                            + "(or null when unset)"
                     )
                 }
             }

@@ -50,9 +50,10 @@ import Testing
         }
         let fileMode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(fileMode == 0o600)
-        let directoryMode = try FileManager.default.attributesOfItem(
-            atPath: (path as NSString).deletingLastPathComponent
-        )[.posixPermissions] as? Int
+        let directoryMode =
+            try FileManager.default.attributesOfItem(
+                atPath: (path as NSString).deletingLastPathComponent
+            )[.posixPermissions] as? Int
         #expect(directoryMode == 0o750)
     }
 
@@ -84,7 +85,9 @@ import Testing
         }
         // Each thread's appends keep their order.
         for thread in 0..<threads {
-            let mine = records.filter { (try? $0.value()["thread"]) == AuditValue(thread) }.sorted { $0.index < $1.index }
+            let mine = records.filter { (try? $0.value()["thread"]) == AuditValue(thread) }.sorted {
+                $0.index < $1.index
+            }
             #expect(mine.map { try? $0.value()["n"] } == (0..<perThread).map { AuditValue($0) })
         }
         let stored = try log.entries(from: 1, count: 10_000)
@@ -92,7 +95,9 @@ import Testing
         #expect(try log.lastIndex == UInt64(threads * perThread))
         let stats = log.writerStatistics
         #expect(stats.committedTransactions < threads * perThread)
-        print("gap-free test: \(threads * perThread) appends in \(stats.committedTransactions) transactions, largest batch \(stats.maximumBatch)")
+        print(
+            "gap-free test: \(threads * perThread) appends in \(stats.committedTransactions) transactions, largest batch \(stats.maximumBatch)"
+        )
     }
 
     @Test func waitingAppendsShareOneTransaction() throws {
@@ -103,7 +108,12 @@ import Testing
         log.pauseWriter()
         let completions = Completions()
         for n in 0..<50 {
-            log.append(kind: "test.batch", subject: .none, fields: ["n": AuditValue(n)], completion: completions.handler)
+            log.append(
+                kind: "test.batch",
+                subject: .none,
+                fields: ["n": AuditValue(n)],
+                completion: completions.handler
+            )
         }
         #expect(completions.count == 0)
         #expect(try log.lastIndex == 0)
@@ -228,13 +238,19 @@ import Testing
             #expect(error.code == .entryTooLarge)
         }
         do {
-            _ = try await log.append(kind: "test.size", subject: .none, fields: ["pad": .string(String(repeating: "y", count: 200_000))])
+            _ = try await log.append(
+                kind: "test.size",
+                subject: .none,
+                fields: ["pad": .string(String(repeating: "y", count: 200_000))]
+            )
         } catch {
             #expect(error.code == .entryTooLarge)
         }
         #expect(try log.lastIndex == 0)
         let exact = try await log.append(
-            kind: "test.size", subject: .none, fields: ["pad": .string(String(repeating: "x", count: padding))]
+            kind: "test.size",
+            subject: .none,
+            fields: ["pad": .string(String(repeating: "x", count: padding))]
         )
         #expect(exact.index == 1)
         #expect(exact.body.count == AuditLog.maximumEntrySize)
@@ -254,7 +270,9 @@ import Testing
             log.append(kind: "test.size", subject: .none, fields: [:], completion: completions.handler)
         }
         log.append(
-            kind: "test.size", subject: .none, fields: ["pad": .string(String(repeating: "x", count: padding))],
+            kind: "test.size",
+            subject: .none,
+            fields: ["pad": .string(String(repeating: "x", count: padding))],
             completion: completions.handler
         )
         log.append(kind: "test.size", subject: .none, fields: ["last": true], completion: completions.handler)
@@ -300,9 +318,17 @@ import Testing
         let log = try openLog(dir.file())
         defer { log.close() }
         // Subject only: written into the body.
-        let a = try await log.append(kind: "test.subject", subject: AuditSubject(user: "alice", session: "s1"), fields: [:])
+        let a = try await log.append(
+            kind: "test.subject",
+            subject: AuditSubject(user: "alice", session: "s1"),
+            fields: [:]
+        )
         // Field and subject agree.
-        let b = try await log.append(kind: "test.subject", subject: AuditSubject(user: "alice"), fields: ["user": "alice"])
+        let b = try await log.append(
+            kind: "test.subject",
+            subject: AuditSubject(user: "alice"),
+            fields: ["user": "alice"]
+        )
         // Field only: fills the column. Null: none.
         let c = try await log.append(kind: "test.subject", subject: .none, fields: ["session": "s9", "resource": nil])
         #expect(try a.value()["user"] == "alice")
@@ -337,7 +363,12 @@ import Testing
         let failing = Completions()
         log.pauseWriter()
         for n in 0..<3 {
-            log.append(kind: "test.disk", subject: AuditSubject(user: "u"), fields: ["n": AuditValue(n), "big": big], completion: failing.handler)
+            log.append(
+                kind: "test.disk",
+                subject: AuditSubject(user: "u"),
+                fields: ["n": AuditValue(n), "big": big],
+                completion: failing.handler
+            )
         }
         log.resumeWriter()
         let failures = failing.wait(for: 3)
@@ -365,7 +396,12 @@ import Testing
         let completions = Completions()
         log.pauseWriter()  // close must drain even a paused queue
         for n in 0..<1000 {
-            log.append(kind: "test.drain", subject: .none, fields: ["n": AuditValue(n)], completion: completions.handler)
+            log.append(
+                kind: "test.drain",
+                subject: .none,
+                fields: ["n": AuditValue(n)],
+                completion: completions.handler
+            )
         }
         log.close()
         #expect(completions.count == 1000)

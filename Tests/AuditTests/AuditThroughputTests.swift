@@ -68,7 +68,9 @@ import Testing
                 done.enter()
                 let queued = DispatchTime.now().uptimeNanoseconds
                 log.append(
-                    kind: "session.close", subject: AuditSubject(user: "svc-\(thread)"), fields: Self.fields(thread, n)
+                    kind: "session.close",
+                    subject: AuditSubject(user: "svc-\(thread)"),
+                    fields: Self.fields(thread, n)
                 ) { result in
                     latencies.add(DispatchTime.now().uptimeNanoseconds - queued, ok: result.record != nil)
                     slots.signal()
@@ -109,7 +111,9 @@ final class LatencyRecorder: @unchecked Sendable {
         lock.withLock {
             let sorted = nanos.sorted()
             guard !sorted.isEmpty else { return (succeeded, 0, 0) }
-            func at(_ q: Double) -> Double { Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1e6 }
+            func at(_ q: Double) -> Double {
+                Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1e6
+            }
             return (succeeded, at(0.5), at(0.99))
         }
     }

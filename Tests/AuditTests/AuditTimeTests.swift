@@ -19,7 +19,9 @@ import Testing
         #expect(AuditLog.parseTime("2026-11-21t19:40:00.123456789z") == base)
         #expect(AuditLog.parseTime("2026-11-21 19:40:00.1234564Z") == base)
         #expect(AuditTime.micros(try #require(AuditLog.parseTime("2026-11-21T19:40:00Z"))) == 1_795_290_000_000_000)
-        #expect(AuditTime.micros(try #require(AuditLog.parseTime("2026-11-21T19:40:00.5-00:30"))) == 1_795_291_800_500_000)
+        #expect(
+            AuditTime.micros(try #require(AuditLog.parseTime("2026-11-21T19:40:00.5-00:30"))) == 1_795_291_800_500_000
+        )
         #expect(AuditTime.micros(try #require(AuditLog.parseTime("2026-11-21"))) == 1_795_219_200_000_000)
     }
 
