@@ -60,7 +60,8 @@ public struct CaptureError: Error, CustomStringConvertible, Sendable, Equatable 
         case EPROTONOSUPPORT, EAFNOSUPPORT:
             return CaptureError(
                 code: .netlink,
-                message: "\(context): the kernel does not offer nf_tables over netlink; load it with `modprobe nf_tables`",
+                message:
+                    "\(context): the kernel does not offer nf_tables over netlink; load it with `modprobe nf_tables`",
                 errno: errno
             )
         case EOPNOTSUPP:

@@ -1,7 +1,8 @@
+import CNetfilter
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import CNetfilter
 
 // One owning final class per C object of libmnl/libnftnl. Each frees its object in deinit unless
 // ownership moved into another object (an expression added to a rule, an element added to a set).
@@ -411,7 +412,9 @@ final class NftablesSocket {
 
     /// Waits up to `timeoutMilliseconds` for an answer, then reads one datagram (possibly several
     /// netlink messages). Returns nil when nothing arrived in time.
-    func receive(into buffer: UnsafeMutableRawBufferPointer, timeoutMilliseconds: Int32, _ context: String) throws -> Int? {
+    func receive(into buffer: UnsafeMutableRawBufferPointer, timeoutMilliseconds: Int32, _ context: String) throws
+        -> Int?
+    {
         var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while true {
             let ready = poll(&poller, 1, timeoutMilliseconds)

@@ -1,7 +1,8 @@
+import CNetfilter
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import CNetfilter
 
 /// The real `RulesetInstaller`: programs table `inet interlock` through libnftnl/libmnl, one
 /// netlink batch per change, and reads it back to check it.
@@ -29,7 +30,10 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
         let context = "installing table \(spec.family) \(spec.name)"
         let socket = try NftablesSocket()
         // Generous: each rule is a few hundred bytes, each uid about 20.
-        let batch = try NftablesBatch(limit: 64 * 1024 + 32 * spec.capturedUIDs.count, firstSequence: Self.firstSequence())
+        let batch = try NftablesBatch(
+            limit: 64 * 1024 + 32 * spec.capturedUIDs.count,
+            firstSequence: Self.firstSequence()
+        )
 
         let table = try NftnlTable(name: spec.name)
         // Create the table if absent so that deleting it cannot fail, delete it (with everything in
@@ -44,7 +48,11 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
             table.build(into: $0)
         }
         let set = try NftnlSet(table: spec.name, name: TableSpec.capturedSetName, id: TableSpec.capturedSetID, uids: [])
-        try batch.add(NFT_MSG_NEWSET, flags: NLM_F_CREATE | NLM_F_EXCL, description: "adding set \(TableSpec.capturedSetName)") {
+        try batch.add(
+            NFT_MSG_NEWSET,
+            flags: NLM_F_CREATE | NLM_F_EXCL,
+            description: "adding set \(TableSpec.capturedSetName)"
+        ) {
             set.build(into: $0)
         }
         // Elements go in chunks: the element list is one netlink attribute, whose length is 16 bits,
@@ -52,7 +60,12 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
         var start = 0
         while start < spec.capturedUIDs.count {
             let chunk = Array(spec.capturedUIDs[start..<min(start + Self.uidsPerMessage, spec.capturedUIDs.count)])
-            let elements = try NftnlSet(table: spec.name, name: TableSpec.capturedSetName, id: TableSpec.capturedSetID, uids: chunk)
+            let elements = try NftnlSet(
+                table: spec.name,
+                name: TableSpec.capturedSetName,
+                id: TableSpec.capturedSetID,
+                uids: chunk
+            )
             try batch.add(
                 NFT_MSG_NEWSETELEM,
                 flags: NLM_F_CREATE | NLM_F_EXCL,
@@ -62,13 +75,22 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
         }
         for chainSpec in spec.chains {
             let chain = try NftnlChain(table: spec.name, spec: chainSpec)
-            try batch.add(NFT_MSG_NEWCHAIN, flags: NLM_F_CREATE | NLM_F_EXCL, description: "adding chain \(chainSpec.name)") {
+            try batch.add(
+                NFT_MSG_NEWCHAIN,
+                flags: NLM_F_CREATE | NLM_F_EXCL,
+                description: "adding chain \(chainSpec.name)"
+            ) {
                 chain.build(into: $0)
             }
         }
         for chainSpec in spec.chains {
             for (index, ruleSpec) in chainSpec.rules.enumerated() {
-                let rule = try NftnlRule(table: spec.name, chain: chainSpec.name, spec: ruleSpec, setID: TableSpec.capturedSetID)
+                let rule = try NftnlRule(
+                    table: spec.name,
+                    chain: chainSpec.name,
+                    spec: ruleSpec,
+                    setID: TableSpec.capturedSetID
+                )
                 try batch.add(
                     NFT_MSG_NEWRULE,
                     flags: NLM_F_CREATE | NLM_F_APPEND,
@@ -85,7 +107,8 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
         let batch = try NftablesBatch(limit: 16 * 1024, firstSequence: Self.firstSequence())
         let table = try NftnlTable(name: CaptureRuleset.tableName)
         // Creating it first makes the delete succeed whether or not the table existed.
-        try batch.add(NFT_MSG_NEWTABLE, flags: NLM_F_CREATE, description: "creating table \(CaptureRuleset.tableName)") {
+        try batch.add(NFT_MSG_NEWTABLE, flags: NLM_F_CREATE, description: "creating table \(CaptureRuleset.tableName)")
+        {
             table.build(into: $0)
         }
         try batch.add(NFT_MSG_DELTABLE, flags: 0, description: "deleting table \(CaptureRuleset.tableName)") {
@@ -144,7 +167,8 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
                 if failures.isEmpty {
                     throw CaptureError(
                         code: .netlink,
-                        message: "\(context): the kernel answered \(acknowledged) of \(expected) messages and then nothing"
+                        message:
+                            "\(context): the kernel answered \(acknowledged) of \(expected) messages and then nothing"
                     )
                 }
                 break
@@ -169,7 +193,9 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
 }
 
 /// Walks the netlink messages in one datagram.
-func forEachNftablesMessage(in datagram: UnsafeRawBufferPointer, _ body: (UnsafePointer<nlmsghdr>) throws -> Void) rethrows {
+func forEachNftablesMessage(in datagram: UnsafeRawBufferPointer, _ body: (UnsafePointer<nlmsghdr>) throws -> Void)
+    rethrows
+{
     guard let base = datagram.baseAddress else { return }
     var remaining = Int32(datagram.count)
     var nlh: UnsafePointer<nlmsghdr>? = base.assumingMemoryBound(to: nlmsghdr.self)
@@ -296,7 +322,8 @@ struct KernelTableSnapshot {
             nftnl_set_set_str(request.pointer, UInt16(NFTNL_SET_TABLE.rawValue), table)
             nftnl_set_set_str(request.pointer, UInt16(NFTNL_SET_NAME.rawValue), name)
             let holder = try NftnlSet()
-            try dump(NFT_MSG_GETSETELEM, "the elements of set \(name)", fill: { request.buildElements(into: $0) }) { nlh in
+            try dump(NFT_MSG_GETSETELEM, "the elements of set \(name)", fill: { request.buildElements(into: $0) }) {
+                nlh in
                 guard holder.parseElements(nlh) >= 0 else {
                     throw CaptureError.lastErrno("parsing set elements from the kernel")
                 }
@@ -310,7 +337,9 @@ struct KernelTableSnapshot {
             let object = try NftnlRule()
             guard object.parse(nlh) >= 0 else { throw CaptureError.lastErrno("parsing a rule from the kernel") }
             guard object.table == table, let chain = object.chain else { return }
-            snapshot.rules.append(Rule(chain: chain, expressions: try object.expressionTexts(), userdata: object.userdata))
+            snapshot.rules.append(
+                Rule(chain: chain, expressions: try object.expressionTexts(), userdata: object.userdata)
+            )
         }
 
         snapshot.consistent = generations.count <= 1
@@ -392,7 +421,8 @@ struct KernelTableSnapshot {
                 {
                     out.append(
                         "chain \(chain.name) is \(Self.describe(chain)), expected type \(hook.type.rawValue) hook "
-                            + "\(hook.hookName) priority \(hook.priority) policy \(hook.policyAccept ? "accept" : "drop")"
+                            + "\(hook.hookName) priority \(hook.priority) "
+                            + "policy \(hook.policyAccept ? "accept" : "drop")"
                     )
                 }
             } else if chain.isBase {
@@ -410,7 +440,8 @@ struct KernelTableSnapshot {
             {
                 out.append(
                     "set \(set.name) has key type \(set.keyType) length \(set.keyLength) flags \(nftHex32(set.flags))"
-                        + "\(set.isMap ? " (a map)" : ""), expected type uid (\(TableSpec.uidDatatype)) length 4 flags 0"
+                        + "\(set.isMap ? " (a map)" : ""), "
+                        + "expected type uid (\(TableSpec.uidDatatype)) length 4 flags 0"
                 )
             }
             let kernelUIDs = set.keys.map { key -> UInt32? in
@@ -444,7 +475,12 @@ struct KernelTableSnapshot {
             let kernel = rules.filter { $0.chain == chain.name }
             var wanted: [(text: String, expressions: [String], userdata: [UInt8])] = []
             for rule in chain.rules {
-                let built = try NftnlRule(table: spec.name, chain: chain.name, spec: rule, setID: TableSpec.capturedSetID)
+                let built = try NftnlRule(
+                    table: spec.name,
+                    chain: chain.name,
+                    spec: rule,
+                    setID: TableSpec.capturedSetID
+                )
                 wanted.append((rule.text, try built.expressionTexts(), built.userdata))
             }
             for index in 0..<max(kernel.count, wanted.count) {

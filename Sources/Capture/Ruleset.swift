@@ -49,7 +49,10 @@ public struct CaptureRuleset: Sendable, Equatable {
     /// the port is 0, or when a uid is the invalid uid 4294967295.
     public func validate() throws {
         if listenPort == 0 {
-            throw CaptureError(code: .rulesetInvalid, message: "the listen port is 0; configure the port interlockd listens on")
+            throw CaptureError(
+                code: .rulesetInvalid,
+                message: "the listen port is 0; configure the port interlockd listens on"
+            )
         }
         if upstreamMark == 0 {
             throw CaptureError(
@@ -62,7 +65,8 @@ public struct CaptureRuleset: Sendable, Equatable {
             throw CaptureError(
                 code: .rulesetInvalid,
                 message: "uid \(daemonUID) is interlockd's own uid and cannot be captured (its upstream connections "
-                    + "would loop back to itself); remove it from the captured accounts or run interlockd as another user"
+                    + "would loop back to itself); remove it from the captured accounts or run interlockd "
+                    + "as another user"
             )
         }
         if capturedUIDs.contains(UInt32.max) || daemonUID == UInt32.max {

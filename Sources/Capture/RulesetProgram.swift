@@ -1,7 +1,8 @@
+import CNetfilter
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import CNetfilter
 
 // The ruleset lowered one step: chains of rules, each rule a list of matches and one action, and
 // each match/action knowing both its nft text and the kernel expressions it stands for. Keeping

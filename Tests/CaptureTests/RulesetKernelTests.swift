@@ -50,7 +50,13 @@ import Glibc
         let namespace = try RulesetTestNamespace("empty")
         defer { namespace.delete() }
         let installer = NetfilterRulesetInstaller()
-        let ruleset = CaptureRuleset(capturedUIDs: [], daemonUID: 0, listenPort: 4000, upstreamMark: 0xff, allowDNS: false)
+        let ruleset = CaptureRuleset(
+            capturedUIDs: [],
+            daemonUID: 0,
+            listenPort: 4000,
+            upstreamMark: 0xff,
+            allowDNS: false
+        )
 
         try namespace.perform { try installer.install(ruleset) }
         let installed = try namespace.nft(["list", "table", "inet", "interlock"])
@@ -378,72 +384,72 @@ enum RulesetTestCommand {
 
 /// Listeners (as root) and probes (as the uid under test, through setpriv). Prints `probe=outcome`.
 private let rulesetScenarioScript = #"""
-import socket, subprocess, sys, threading, time
-port, uid = int(sys.argv[1]), sys.argv[2]
+    import socket, subprocess, sys, threading, time
+    port, uid = int(sys.argv[1]), sys.argv[2]
 
-def tcp_listener(family, address):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((address, port)); s.listen(16)
-    def serve():
-        while True:
-            c, _ = s.accept(); c.sendall(("listener " + address).encode()); c.close()
-    threading.Thread(target=serve, daemon=True).start()
+    def tcp_listener(family, address):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port)); s.listen(16)
+        def serve():
+            while True:
+                c, _ = s.accept(); c.sendall(("listener " + address).encode()); c.close()
+        threading.Thread(target=serve, daemon=True).start()
 
-def udp_listener(address, udp_port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((address, udp_port))
-    def serve():
-        while True:
-            _, peer = s.recvfrom(100); s.sendto(b"udp-ok", peer)
-    threading.Thread(target=serve, daemon=True).start()
+    def udp_listener(address, udp_port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((address, udp_port))
+        def serve():
+            while True:
+                _, peer = s.recvfrom(100); s.sendto(b"udp-ok", peer)
+        threading.Thread(target=serve, daemon=True).start()
 
-tcp_listener(socket.AF_INET, "127.0.0.1")
-tcp_listener(socket.AF_INET6, "::1")
-udp_listener("198.18.0.1", 53)
-udp_listener("198.18.0.1", 9999)
+    tcp_listener(socket.AF_INET, "127.0.0.1")
+    tcp_listener(socket.AF_INET6, "::1")
+    udp_listener("198.18.0.1", 53)
+    udp_listener("198.18.0.1", 9999)
 
-PROBE = r'''
-import errno, socket, sys
-port = int(sys.argv[1])
-def outcome(error):
-    if isinstance(error, ConnectionRefusedError) or isinstance(error, ConnectionResetError): return "refused"
-    if isinstance(error, PermissionError): return "eperm"
-    if isinstance(error, (TimeoutError, socket.timeout)): return "timeout"
-    return "error:" + repr(error)
-def tcp(name, family, address, p):
-    s = socket.socket(family, socket.SOCK_STREAM); s.settimeout(3)
-    try:
-        s.connect((address, p)); print(name + "=" + s.recv(100).decode())
-    except Exception as e: print(name + "=" + outcome(e))
-    finally: s.close()
-def udp(name, address, p):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
-    try:
-        s.sendto(b"x", (address, p)); print(name + "=" + s.recvfrom(100)[0].decode())
-    except Exception as e: print(name + "=" + outcome(e))
-    finally: s.close()
-def icmp():
-    try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
-    except Exception:
-        print("icmp=unavailable"); return
-    s.settimeout(3)
-    try:
-        s.sendto(b"\x08\x00\x00\x00\x00\x01\x00\x01", ("198.18.0.2", 0)); s.recvfrom(100); print("icmp=reply")
-    except Exception as e: print("icmp=" + outcome(e))
-tcp("tcp4_remote", socket.AF_INET, "198.18.0.2", 5432)
-tcp("tcp6_remote", socket.AF_INET6, "fd00:18::2", 5432)
-tcp("tcp4_listener", socket.AF_INET, "127.0.0.1", port)
-tcp("tcp4_listener_alias", socket.AF_INET, "127.0.0.2", port)
-tcp("tcp6_listener", socket.AF_INET6, "::1", port)
-udp("udp_9999", "198.18.0.1", 9999)
-udp("udp_53", "198.18.0.1", 53)
-icmp()
-'''
-time.sleep(0.2)
-result = subprocess.run(
-    ["setpriv", "--reuid=" + uid, "--regid=" + uid, "--clear-groups", "/usr/bin/python3", "-c", PROBE, str(port)],
-    capture_output=True, text=True, timeout=120, cwd="/")
-sys.stdout.write(result.stdout)
-sys.stderr.write(result.stderr)
-"""#
+    PROBE = r'''
+    import errno, socket, sys
+    port = int(sys.argv[1])
+    def outcome(error):
+        if isinstance(error, ConnectionRefusedError) or isinstance(error, ConnectionResetError): return "refused"
+        if isinstance(error, PermissionError): return "eperm"
+        if isinstance(error, (TimeoutError, socket.timeout)): return "timeout"
+        return "error:" + repr(error)
+    def tcp(name, family, address, p):
+        s = socket.socket(family, socket.SOCK_STREAM); s.settimeout(3)
+        try:
+            s.connect((address, p)); print(name + "=" + s.recv(100).decode())
+        except Exception as e: print(name + "=" + outcome(e))
+        finally: s.close()
+    def udp(name, address, p):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+        try:
+            s.sendto(b"x", (address, p)); print(name + "=" + s.recvfrom(100)[0].decode())
+        except Exception as e: print(name + "=" + outcome(e))
+        finally: s.close()
+    def icmp():
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+        except Exception:
+            print("icmp=unavailable"); return
+        s.settimeout(3)
+        try:
+            s.sendto(b"\x08\x00\x00\x00\x00\x01\x00\x01", ("198.18.0.2", 0)); s.recvfrom(100); print("icmp=reply")
+        except Exception as e: print("icmp=" + outcome(e))
+    tcp("tcp4_remote", socket.AF_INET, "198.18.0.2", 5432)
+    tcp("tcp6_remote", socket.AF_INET6, "fd00:18::2", 5432)
+    tcp("tcp4_listener", socket.AF_INET, "127.0.0.1", port)
+    tcp("tcp4_listener_alias", socket.AF_INET, "127.0.0.2", port)
+    tcp("tcp6_listener", socket.AF_INET6, "::1", port)
+    udp("udp_9999", "198.18.0.1", 9999)
+    udp("udp_53", "198.18.0.1", 53)
+    icmp()
+    '''
+    time.sleep(0.2)
+    result = subprocess.run(
+        ["setpriv", "--reuid=" + uid, "--regid=" + uid, "--clear-groups", "/usr/bin/python3", "-c", PROBE, str(port)],
+        capture_output=True, text=True, timeout=120, cwd="/")
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    """#

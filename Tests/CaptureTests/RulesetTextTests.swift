@@ -32,11 +32,26 @@ import Testing
     }
 
     @Test func capturedUIDsAreSortedAndUniqueEvenWhenAssigned() {
-        var ruleset = CaptureRuleset(capturedUIDs: [1002, 1001, 1002], daemonUID: 999, listenPort: 1, upstreamMark: 1, allowDNS: false)
+        var ruleset = CaptureRuleset(
+            capturedUIDs: [1002, 1001, 1002],
+            daemonUID: 999,
+            listenPort: 1,
+            upstreamMark: 1,
+            allowDNS: false
+        )
         #expect(ruleset.capturedUIDs == [1001, 1002])
         ruleset.capturedUIDs = [7, 3, 7, 5]
         #expect(ruleset.capturedUIDs == [3, 5, 7])
-        #expect(ruleset == CaptureRuleset(capturedUIDs: [5, 3, 7], daemonUID: 999, listenPort: 1, upstreamMark: 1, allowDNS: false))
+        #expect(
+            ruleset
+                == CaptureRuleset(
+                    capturedUIDs: [5, 3, 7],
+                    daemonUID: 999,
+                    listenPort: 1,
+                    upstreamMark: 1,
+                    allowDNS: false
+                )
+        )
     }
 
     @Test func validationRefusesRulesetsThatWouldLoopOrExemptEverything() throws {
@@ -74,14 +89,23 @@ import Testing
         #expect(text.contains("type filter hook output priority 0; policy accept;"))
         #expect(
             text.contains(
-                "meta l4proto tcp meta skuid @captured_uids redirect to :15001 comment \"captured accounts: all TCP goes to interlockd\""
+                "meta l4proto tcp meta skuid @captured_uids redirect to :15001 "
+                    + "comment \"captured accounts: all TCP goes to interlockd\""
             )
         )
         #expect(text.contains("meta skuid 999 return comment"))
         #expect(text.contains("meta mark 0x1f0c0001 return comment"))
         #expect(text.contains("meta skuid @captured_uids jump captured_egress comment"))
-        #expect(text.contains("meta l4proto tcp ct original proto-dst 15001 ct original ip daddr 127.0.0.0/8 reject with tcp reset"))
-        #expect(text.contains("meta l4proto tcp ct original proto-dst 15001 ct original ip6 daddr ::1 reject with tcp reset"))
+        #expect(
+            text.contains(
+                "meta l4proto tcp ct original proto-dst 15001 ct original ip daddr 127.0.0.0/8 reject with tcp reset"
+            )
+        )
+        #expect(
+            text.contains(
+                "meta l4proto tcp ct original proto-dst 15001 ct original ip6 daddr ::1 reject with tcp reset"
+            )
+        )
         #expect(text.contains("meta l4proto tcp ct status dnat accept"))
         #expect(text.contains("udp dport 53 accept"))
         #expect(text.contains("reject with icmpx admin-prohibited"))
@@ -90,7 +114,13 @@ import Testing
     }
 
     @Test func emptySetHasNoElementsLineAndDNSCanBeRefused() {
-        let ruleset = CaptureRuleset(capturedUIDs: [], daemonUID: 999, listenPort: 15001, upstreamMark: 7, allowDNS: false)
+        let ruleset = CaptureRuleset(
+            capturedUIDs: [],
+            daemonUID: 999,
+            listenPort: 15001,
+            upstreamMark: 7,
+            allowDNS: false
+        )
         let text = ruleset.nftText()
         #expect(!text.contains("elements"))
         #expect(!text.contains("dport 53"))
@@ -219,7 +249,9 @@ import Testing
         bad.upstreamMark = 0
         #expect { try installer.install(bad) } throws: { ($0 as? CaptureError)?.code == .rulesetInvalid }
         installer.failNextInstall(with: CaptureError(code: .permission, message: "no CAP_NET_ADMIN"))
-        #expect { try installer.install(RulesetTextTests.example) } throws: { ($0 as? CaptureError)?.code == .permission }
+        #expect { try installer.install(RulesetTextTests.example) } throws: {
+            ($0 as? CaptureError)?.code == .permission
+        }
         try installer.install(RulesetTextTests.example)
         #expect(installer.installed == RulesetTextTests.example)
     }
@@ -230,7 +262,11 @@ import Testing
             for index in 0..<50 {
                 group.addTask {
                     let ruleset = CaptureRuleset(
-                        capturedUIDs: [UInt32(2000 + index)], daemonUID: 999, listenPort: 15001, upstreamMark: 1, allowDNS: true
+                        capturedUIDs: [UInt32(2000 + index)],
+                        daemonUID: 999,
+                        listenPort: 15001,
+                        upstreamMark: 1,
+                        allowDNS: true
                     )
                     try installer.install(ruleset)
                     _ = try installer.health(expected: ruleset)
