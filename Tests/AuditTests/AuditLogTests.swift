@@ -100,6 +100,28 @@ import Testing
         )
     }
 
+    @Test func completionRunsOnlyOnceTheEntryIsCommittedAndReadable() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        let log = try openLog(dir.file())
+        defer { log.close() }
+        let seen = Completions()
+        for n in 0..<20 {
+            log.append(kind: "test.visible", subject: .none, fields: ["n": AuditValue(n)]) { result in
+                // A reader connection (another WAL snapshot) must already see the entry.
+                guard let record = result.record,
+                    let stored = try? log.entries(from: record.index, count: 1).first, stored == record
+                else {
+                    seen.handler(.failure(AuditError(.storage, "entry not visible from its completion")))
+                    return
+                }
+                seen.handler(result)
+            }
+        }
+        let results = seen.wait(for: 20)
+        #expect(results.compactMap(\.record).count == 20)
+    }
+
     @Test func waitingAppendsShareOneTransaction() throws {
         let dir = TemporaryDirectory()
         defer { dir.cleanup() }
