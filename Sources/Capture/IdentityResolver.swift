@@ -15,7 +15,10 @@ import Synchronization
 ///
 /// Costs on the accept path: names are cached per uid (60 s); cgroup ids map to paths through a
 /// cache filled by walking the cgroup2 tree, rescanned on a miss at most every `rescanInterval`
-/// and never past `maxDirectories`. Process lookup reads a handful of small `/proc` files.
+/// and never past `maxDirectories`. Process lookup reads `/proc/PID/status` (and the fd table
+/// when readable) of each process in the socket's cgroup, so it is skipped for a cgroup holding
+/// more than `maxProcesses` processes: a captured user cannot make every accept expensive by
+/// forking, and a pid among hundreds could not be pinned down anyway.
 public final class IdentityResolver: Sendable {
     let procRoot: String
     let cgroupRoot: String?
@@ -23,6 +26,7 @@ public final class IdentityResolver: Sendable {
     let nameTTL: Duration
     let rescanInterval: Duration
     let maxDirectories: Int
+    let maxProcesses: Int
     let now: @Sendable () -> ContinuousClock.Instant
     private let state: Mutex<State>
 
@@ -56,6 +60,7 @@ public final class IdentityResolver: Sendable {
             nameTTL: .seconds(60),
             rescanInterval: .milliseconds(100),
             maxDirectories: 100_000,
+            maxProcesses: 64,
             now: { ContinuousClock.now }
         )
     }
@@ -67,6 +72,7 @@ public final class IdentityResolver: Sendable {
         nameTTL: Duration,
         rescanInterval: Duration,
         maxDirectories: Int,
+        maxProcesses: Int = 64,
         now: @escaping @Sendable () -> ContinuousClock.Instant
     ) {
         self.procRoot = procRoot
@@ -79,6 +85,7 @@ public final class IdentityResolver: Sendable {
         self.nameTTL = nameTTL
         self.rescanInterval = rescanInterval
         self.maxDirectories = maxDirectories
+        self.maxProcesses = maxProcesses
         self.now = now
         self.state = Mutex(State())
     }
@@ -229,14 +236,17 @@ public final class IdentityResolver: Sendable {
     /// The pid that most likely owns the socket, among the processes of its cgroup running as
     /// its uid: the one whose fd table shows `socket:[inode]`; failing that, when fd tables are
     /// unreadable (another user's process), the only candidate if there is exactly one. A
-    /// candidate whose fd table was readable and lacks the socket is not the owner.
+    /// candidate whose fd table was readable and lacks the socket is not the owner. Nil when the
+    /// cgroup holds more than `maxProcesses` processes.
     func process(owning owner: SocketOwner, cgroupPath path: String) -> Int32? {
         guard let root = cgroupRoot,
             let procs = readSmallFile((path == "/" ? root : root + path) + "/cgroup.procs", limit: 1 << 20)
         else { return nil }
+        let lines = procs.split(separator: UInt8(ascii: "\n"))
+        guard lines.count <= maxProcesses else { return nil }
         var unreadable: [Int32] = []
         let target = "socket:[\(owner.inode)]"
-        for line in procs.split(separator: UInt8(ascii: "\n")).prefix(4096) {
+        for line in lines {
             guard let pid = Int32(String(decoding: line, as: UTF8.self)), pid > 0,
                 runsAs(pid: pid, uid: owner.uid)
             else { continue }

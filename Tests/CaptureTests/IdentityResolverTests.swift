@@ -231,6 +231,28 @@ final class ManualTime: Sendable {
         #expect(resolver(host).resolve(SocketOwner(uid: 1002, inode: 77, cgroupID: id)).pid == nil)
     }
 
+    @Test func crowdedCgroupIsNotSearched() throws {
+        let host = try FakeHost()
+        let pids = Array(Int32(10)..<Int32(20))
+        let id = try host.cgroup("/system.slice/forky.service", pids: pids)
+        for pid in pids { try host.process(pid, uid: 1002, sockets: pid == 15 ? [77] : []) }
+        let owner = SocketOwner(uid: 1002, inode: 77, cgroupID: id)
+        #expect(resolver(host).resolve(owner).pid == 15)
+        let strict = IdentityResolver(
+            procRoot: host.proc,
+            cgroupRoot: host.cgroup,
+            accounts: Self.accounts,
+            nameTTL: .seconds(60),
+            rescanInterval: .zero,
+            maxDirectories: 100,
+            maxProcesses: 9,
+            now: { ContinuousClock.now }
+        )
+        let identity = strict.resolve(owner)
+        #expect(identity.pid == nil)
+        #expect(identity.unit == "forky.service")
+    }
+
     @Test func executableFallsBackToComm() throws {
         let host = try FakeHost()
         let id = try host.cgroup("/system.slice/etl.service", pids: [10])

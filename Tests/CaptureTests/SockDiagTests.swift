@@ -206,10 +206,13 @@ enum TestSockets {
     }
 
     @Test func connectionOfAnotherUIDReportsThatUID() throws {
-        try #require(getuid() == 0, "this test needs root: it runs a client as uid 65534 with setpriv")
+        try #require(getuid() == 0, "this test needs root: it runs a client as uid 65534 with setpriv in a cgroup of its own")
         let (listener, server) = try TestSockets.listen("127.0.0.1")
         defer { close(listener) }
-        let child = try UnprivilegedClient(port: server.port)
+        let mountinfo = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        let cgroupRoot = try #require(IdentityResolver.cgroup2Mount(mountinfo: mountinfo), "no cgroup2 mount")
+        let unit = "ilsd-\(String(UInt32.random(in: 0...UInt32.max), radix: 16)).scope"
+        let child = try UnprivilegedClient(port: server.port, cgroup: cgroupRoot + "/" + unit)
         defer { child.stop() }
         let accepted = try TestSockets.accept(listener)
         defer { close(accepted) }
@@ -218,13 +221,17 @@ enum TestSockets {
         #expect(owner.uid == 65534)
         let link = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(child.pid)/fd/3")
         #expect(link == "socket:[\(owner.inode)]")
+        var st = stat()
+        #expect(stat(cgroupRoot + "/" + unit, &st) == 0)
+        #expect(owner.cgroupID == UInt64(st.st_ino))
 
-        // And the whole chain on the real host: names from /etc/passwd, cgroup from the real tree,
-        // the process found by its fd table (root can read it).
+        // And the whole chain on the real host: names from /etc/passwd, the cgroup path from the
+        // real tree, the process from its cgroup.procs and fd table (root can read it).
         let identity = IdentityResolver().resolve(owner)
         #expect(identity.uid == 65534)
         #expect(identity.user == "nobody")
-        #expect(identity.cgroup != nil)
+        #expect(identity.cgroup == "/" + unit)
+        #expect(identity.unit == unit)
         #expect(identity.pid == child.pid)
         #expect(identity.executable?.hasSuffix("sleep") == true)
         #expect(identity.commandLine == ["sleep", "30"])
@@ -411,24 +418,32 @@ enum TestSockets {
     }
 }
 
-/// `bash` run as uid/gid 65534 with `setpriv`, holding a TCP connection to 127.0.0.1:`port` on
-/// fd 3 and then sleeping (as `sleep 30`, same pid).
+/// `bash` run as uid/gid 65534 with `setpriv`, in a new cgroup v2 directory `cgroup` (created
+/// here, removed by `stop()`), holding a TCP connection to 127.0.0.1:`port` on fd 3 and then
+/// sleeping (as `sleep 30`, same pid).
 final class UnprivilegedClient {
     let process = Process()
+    let cgroup: String
     var pid: Int32 { process.processIdentifier }
 
-    init(port: UInt16) throws {
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+    init(port: UInt16, cgroup: String) throws {
+        self.cgroup = cgroup
+        try FileManager.default.createDirectory(atPath: cgroup, withIntermediateDirectories: false)
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // The shell moves itself into the cgroup before anything opens a socket (a socket keeps
+        // the cgroup it was created in), then becomes setpriv, then bash, then sleep.
         process.arguments = [
-            "--reuid=65534", "--regid=65534", "--clear-groups",
-            "/bin/bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(port); echo connected; exec sleep 30",
+            "-c",
+            "echo $$ > \"$1/cgroup.procs\" && exec setpriv --reuid=65534 --regid=65534 --clear-groups "
+                + "/bin/bash -c 'exec 3<>/dev/tcp/127.0.0.1/\(port); echo connected; exec sleep 30'",
+            "sh", cgroup,
         ]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
         let line = out.fileHandleForReading.readData(ofLength: 10)
         guard String(decoding: line, as: UTF8.self).hasPrefix("connected") else {
-            kill(process.processIdentifier, SIGKILL)
+            stop()
             throw TestSockets.Failure(description: "the setpriv client did not connect")
         }
         // Wait for bash to become `sleep`, so the process is what the test expects.
@@ -442,7 +457,8 @@ final class UnprivilegedClient {
 
     func stop() {
         // SIGKILL: the child may inherit a signal mask that blocks SIGTERM.
-        kill(pid, SIGKILL)
+        if process.isRunning { kill(pid, SIGKILL) }
         process.waitUntilExit()
+        for _ in 0..<100 where rmdir(cgroup) != 0 && errno == EBUSY { usleep(10_000) }
     }
 }
