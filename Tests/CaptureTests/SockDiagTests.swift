@@ -161,6 +161,32 @@ enum TestSockets {
         #expect(owner.cgroupID == (try TestSockets.ownCgroupID()))
     }
 
+    @Test func dualStackClientSocketIsFoundByItsIPv4Tuple() throws {
+        // A client using an AF_INET6 socket to reach ::ffff:127.0.0.1 is an IPv4 connection on the
+        // wire; the gateway sees IPv4 endpoints and must still find the client's socket.
+        let (listener, server) = try TestSockets.listen("127.0.0.1")
+        defer { close(listener) }
+        let client = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        #expect(client >= 0)
+        defer { close(client) }
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = server.port.bigEndian
+        withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 127, 0, 0, 1]) }
+        let rc = withUnsafePointer(to: &sin6) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(client, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+            }
+        }
+        try #require(rc == 0, "connect to ::ffff:127.0.0.1 failed")
+        let accepted = try TestSockets.accept(listener)
+        defer { close(accepted) }
+        let clientEndpoint = TestSockets.remoteEndpoint(accepted)  // IPv4, as the gateway sees it
+        #expect(clientEndpoint.address == .v4(0x7F00_0001))
+        let owner = try SockDiag().owner(client: clientEndpoint, destination: server)
+        #expect(owner.inode == (try TestSockets.inode(ofFD: client)))
+    }
+
     @Test func socketThatDoesNotExistIsNotFound() throws {
         let (listener, server) = try TestSockets.listen("127.0.0.1")
         defer { close(listener) }
