@@ -32,11 +32,14 @@ public struct ControlClient {
         }
         guard rc == 0 else {
             let why = Self.errnoText()
+            let notRunning = errno == ENOENT || errno == ECONNREFUSED
             let hint =
-                errno == ENOENT || errno == ECONNREFUSED
+                notRunning
                 ? " (is interlockd running? `systemctl status interlockd`)"
                 : errno == EACCES ? " (no permission to open the socket)" : ""
-            throw ControlFailure(code: "unreachable", message: "cannot connect to \(path): \(why)\(hint)")
+            // `not_running` only when nothing listens there: callers may act on the daemon's absence.
+            throw ControlFailure(
+                code: notRunning ? "not_running" : "unreachable", message: "cannot connect to \(path): \(why)\(hint)")
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

@@ -82,7 +82,8 @@ public struct AuditQueryArgs: Codable, Sendable, Equatable {
 }
 
 public struct ControlFailure: Codable, Sendable, Equatable, Error {
-    /// Stable machine-readable code: `forbidden`, `bad_request`, `policy_invalid`, `internal`.
+    /// Stable machine-readable code: `forbidden`, `bad_request`, `policy_invalid`, `internal`; and from
+    /// the client itself `not_running` (nothing listens on the socket) and `unreachable`.
     public var code: String
     public var message: String
 

@@ -64,9 +64,8 @@ public final class ControlService: Sendable {
         case .status:
             return ControlResponse(ok: true, status: status())
         case .rulesShow:
-            runtime.reconcile()
             return ControlResponse(
-                ok: true, rules: RulesetReport(status: runtime.rulesetStatus, nft: runtime.policy.ruleset.nftText()))
+                ok: true, rules: RulesetReport(status: runtime.inspectRuleset(), nft: runtime.policy.ruleset.nftText()))
         case .auditList:
             return auditList(request.audit ?? AuditQueryArgs())
         case .reload:

@@ -63,6 +63,7 @@ public final class Runtime: Sendable {
         let result: Result<ActivePolicy, ConfigError>
         do {
             let next = try ActivePolicy.load(path: policyPath, accounts: accounts)
+            try Self.checkReloadable(from: policy.config, to: next.config)
             result = try rulesetLock.withLock { uninstalled throws(ConfigError) -> Result<ActivePolicy, ConfigError> in
                 if !uninstalled {
                     do {
@@ -88,6 +89,24 @@ public final class Runtime: Sendable {
                 ["path": .string(policyPath), "trigger": .string(trigger), "outcome": "rejected", "error": .string("\(error)")])
         }
         return result
+    }
+
+    /// Settings the running daemon cannot change in place: a reload that changes them is refused
+    /// (a new listen port, say, would redirect captured connections to a port nobody listens on).
+    static func checkReloadable(from old: PolicyConfig, to new: PolicyConfig) throws(ConfigError) {
+        let fixed: [(String, Bool)] = [
+            ("daemon.user", old.daemon.user != new.daemon.user),
+            ("daemon.listen_port", old.daemon.listenPort != new.daemon.listenPort),
+            ("daemon.control_socket", old.daemon.controlSocket != new.daemon.controlSocket),
+            ("daemon.upstream_mark", old.daemon.upstreamMark != new.daemon.upstreamMark),
+            ("audit.database", old.audit.database != new.audit.database),
+            ("audit.durability", old.audit.durability != new.audit.durability),
+        ]
+        if let (key, _) = fixed.first(where: { $0.1 }) {
+            throw ConfigError(
+                location: nil, key: key,
+                message: "changing this needs a restart (systemctl restart interlockd); reload refused")
+        }
     }
 
     public func recordPolicyLoaded(_ p: ActivePolicy, trigger: String) {
@@ -175,6 +194,30 @@ public final class Runtime: Sendable {
             }
             return nil
         }
+    }
+
+    /// Compares the kernel's table with the expected one without changing anything (for readers).
+    public func inspectRuleset() -> RulesetStatus {
+        let expected = policy.ruleset
+        let found: Result<RulesetHealth, any Error> = rulesetLock.withLock { _ in
+            Result { try installer.health(expected: expected) }
+        }
+        var status = rulesetStatus
+        switch found {
+        case .success(.intact):
+            status.health = "intact"
+        case .success(.missing):
+            status.health = "missing"
+            status.detail = "table inet interlock is not in the kernel (the reconciler restores it)"
+        case .success(.drifted(let d)):
+            status.health = "drifted"
+            status.detail = "\(d) (the reconciler restores it)"
+        case .failure(let e):
+            status.health = "unknown"
+            status.detail = "check failed: \(e)"
+        }
+        status.lastCheck = Self.now()
+        return status
     }
 
     /// Removes the table for good (until the next start); the reconciler stops restoring it.

@@ -175,8 +175,8 @@ struct Uninstall: ParsableCommand {
                 return
             }
             throw CLIError(r.error?.message ?? "uninstall refused")
-        } catch let failure as ControlFailure where failure.code == "unreachable" {
-            // No daemon: remove the table ourselves (needs root / CAP_NET_ADMIN).
+        } catch let failure as ControlFailure where failure.code == "not_running" {
+            // No daemon listens: remove the table ourselves (needs root / CAP_NET_ADMIN).
             do {
                 try NetfilterRulesetInstaller().remove()
             } catch {

@@ -364,3 +364,17 @@ func policy(resourceAddress: String, unregistered: String = "deny") -> String {
         #expect(bad.error?.code == "bad_request")
     }
 }
+
+@Suite struct ReloadLimitsTests {
+    @Test func reloadRefusesKeysThatNeedARestart() async throws {
+        let h = try Harness(policy: policy(resourceAddress: "127.0.0.1:5432"))
+        let moved = policy(resourceAddress: "127.0.0.1:5432").replacingOccurrences(of: "15001", with: "15002")
+        try moved.write(toFile: h.policyPath, atomically: true, encoding: .utf8)
+        guard case .failure(let e) = h.runtime.reload(trigger: "test") else {
+            Issue.record("a reload that moves the listener was accepted")
+            return
+        }
+        #expect(e.key == "daemon.listen_port")
+        #expect(h.runtime.policy.config.daemon.listenPort == 15001)
+    }
+}
