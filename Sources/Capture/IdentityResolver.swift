@@ -1,8 +1,9 @@
+import Policy
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Policy
-import Synchronization
 
 /// Turns the kernel's answer about a socket (`SocketOwner`) into the `Identity` policy and
 /// evidence speak about: user and group names, the cgroup v2 path and systemd unit, and, best

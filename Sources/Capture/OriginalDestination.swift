@@ -1,8 +1,9 @@
+import NIOCore
+import Policy
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import NIOCore
-import Policy
 
 /// Where a redirected connection was going before nftables sent it to the daemon.
 ///
@@ -59,7 +60,11 @@ public enum OriginalDestination {
         }
         guard let kind = query(local: channel.localAddress, remote: channel.remoteAddress) else {
             return channel.eventLoop.makeFailedFuture(
-                CaptureError(code: .system, message: "the channel has no IP address: no original destination", errno: nil)
+                CaptureError(
+                    code: .system,
+                    message: "the channel has no IP address: no original destination",
+                    errno: nil
+                )
             )
         }
         let bytes: EventLoopFuture<[UInt8]>
@@ -97,7 +102,11 @@ public enum OriginalDestination {
     /// addresses become IPv4, as everywhere in `Policy`.
     static func decode(_ bytes: [UInt8]) throws -> Endpoint {
         guard bytes.count >= 2 else {
-            throw CaptureError(code: .system, message: "original destination: \(bytes.count) bytes, no address family", errno: nil)
+            throw CaptureError(
+                code: .system,
+                message: "original destination: \(bytes.count) bytes, no address family",
+                errno: nil
+            )
         }
         // sa_family_t is in host order; the port and the address in network order.
         let family = Int32(bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 0, as: sa_family_t.self) })

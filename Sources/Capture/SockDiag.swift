@@ -1,8 +1,9 @@
+import Policy
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Policy
-import Synchronization
 
 /// What the kernel knows about the process side of a socket: authoritative, unlike names.
 public struct SocketOwner: Sendable, Equatable {
@@ -201,7 +202,11 @@ enum InetDiagWire {
             // A TIME_WAIT or request socket has no owner; the kernel reports uid 0 for it, which
             // must never be mistaken for root.
             guard state != tcpTimeWait, state != tcpNewSynRecv else {
-                return .failure(.notFound, "TCP socket \(client) -> \(destination) is closed (state \(state))", errno: nil)
+                return .failure(
+                    .notFound,
+                    "TCP socket \(client) -> \(destination) is closed (state \(state))",
+                    errno: nil
+                )
             }
             let uid = payload.loadUnaligned(fromByteOffset: 64, as: UInt32.self)
             let inode = payload.loadUnaligned(fromByteOffset: 68, as: UInt32.self)
@@ -233,7 +238,11 @@ private final class SockDiagSocket {
     private let receiveBuffer: UnsafeMutableRawBufferPointer
 
     init(receiveTimeoutMilliseconds: Int) throws {
-        let fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), InetDiagWire.netlinkSockDiag)
+        let fd = socket(
+            AF_NETLINK,
+            Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            InetDiagWire.netlinkSockDiag
+        )
         guard fd >= 0 else {
             throw captureErrno(.netlink, "cannot open a NETLINK_SOCK_DIAG socket")
         }
@@ -318,7 +327,11 @@ private final class SockDiagSocket {
                 throw CaptureError(code: code, message: message, errno: error)
             }
         }
-        throw CaptureError(code: .netlink, message: "sock_diag: no matching answer for \(client) -> \(destination)", errno: nil)
+        throw CaptureError(
+            code: .netlink,
+            message: "sock_diag: no matching answer for \(client) -> \(destination)",
+            errno: nil
+        )
     }
 }
 

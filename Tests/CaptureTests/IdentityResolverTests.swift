@@ -49,7 +49,10 @@ final class FakeHost {
     ) throws {
         let dir = "\(proc)/\(pid)"
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let status = "Name:\t\(comm)\nUmask:\t0022\nState:\tS (sleeping)\nPid:\t\(pid)\nUid:\t\(uid)\t\(uid)\t\(uid)\t\(uid)\nGid:\t0\t0\t0\t0\n"
+        let status = [
+            "Name:\t\(comm)", "Umask:\t0022", "State:\tS (sleeping)", "Pid:\t\(pid)",
+            "Uid:\t\(uid)\t\(uid)\t\(uid)\t\(uid)", "Gid:\t0\t0\t0\t0", "",
+        ].joined(separator: "\n")
         try status.write(toFile: dir + "/status", atomically: false, encoding: .utf8)
         try (comm + "\n").write(toFile: dir + "/comm", atomically: false, encoding: .utf8)
         try Data(cmdline.map { $0 + "\0" }.joined().utf8).write(to: URL(fileURLWithPath: dir + "/cmdline"))
@@ -149,7 +152,7 @@ final class ManualTime: Sendable {
         #expect(IdentityResolver.cgroup2Mount(mountinfo: hybrid) == "/sys/fs/cgroup/unified")
         let unified = """
             22 1 0:21 / /sys rw,nosuid shared:7 - sysfs sysfs rw
-            26 22 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+            26 22 0:23 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate
             """
         #expect(IdentityResolver.cgroup2Mount(mountinfo: unified) == "/sys/fs/cgroup")
         let escaped = "50 1 0:40 / /mnt/my\\040cgroups rw - cgroup2 none rw"

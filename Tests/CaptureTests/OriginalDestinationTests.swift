@@ -41,7 +41,9 @@ import Glibc
     }
 
     @Test func rejectsShortOrForeignAddresses() {
-        for bytes in [[], [0x02], Array(Self.v4Fixture.prefix(6)), Array(Self.v6Fixture.prefix(20)), [0x01, 0x00, 0, 0]] {
+        for bytes in [
+            [], [0x02], Array(Self.v4Fixture.prefix(6)), Array(Self.v6Fixture.prefix(20)), [0x01, 0x00, 0, 0],
+        ] {
             #expect(throws: CaptureError.self) { try OriginalDestination.decode(bytes) }
         }
     }
@@ -69,15 +71,17 @@ import Glibc
     /// from the accepted socket, and sock_diag finds the client by it.
     @Test func redirectedConnectionsReportTheirOriginalDestination() throws {
         try #require(getuid() == 0, "this test needs root: it creates a network namespace and installs nftables rules")
-        let netns = try TestNetns(rules: """
-            table inet ilod {
-                chain out {
-                    type nat hook output priority -100; policy accept;
-                    tcp dport 5432 redirect to :15999
-                    tcp dport 5433 redirect to :15998
+        let netns = try TestNetns(
+            rules: """
+                table inet ilod {
+                    chain out {
+                        type nat hook output priority -100; policy accept;
+                        tcp dport 5432 redirect to :15999
+                        tcp dport 5433 redirect to :15998
+                    }
                 }
-            }
-            """)
+                """
+        )
         defer { netns.remove() }
 
         let results = try netns.run { () throws -> [String] in
@@ -100,7 +104,10 @@ import Glibc
                 let accepted = try TestSockets.accept(listener)
                 defer { close(accepted) }
                 let kind = try #require(
-                    OriginalDestination.query(local: nioAddress(localOf: accepted), remote: nioAddress(remoteOf: accepted))
+                    OriginalDestination.query(
+                        local: nioAddress(localOf: accepted),
+                        remote: nioAddress(remoteOf: accepted)
+                    )
                 )
                 let original = try OriginalDestination.query(socket: accepted, kind: kind)
                 let owner = try diag.owner(client: TestSockets.remoteEndpoint(accepted), destination: original)
@@ -146,14 +153,16 @@ import Glibc
     /// destination equal to its own listener (DESIGN: the listener port is not a destination).
     @Test func directConnectionReportsTheListenerItself() throws {
         try #require(getuid() == 0, "this test needs root: it creates a network namespace and installs nftables rules")
-        let netns = try TestNetns(rules: """
-            table inet ilod {
-                chain out {
-                    type nat hook output priority -100; policy accept;
-                    tcp dport 5432 redirect to :15999
+        let netns = try TestNetns(
+            rules: """
+                table inet ilod {
+                    chain out {
+                        type nat hook output priority -100; policy accept;
+                        tcp dport 5432 redirect to :15999
+                    }
                 }
-            }
-            """)
+                """
+        )
         defer { netns.remove() }
         let original = try netns.run { () throws -> String in
             let (listener, server) = try TestSockets.listen("127.0.0.1", port: 15999)

@@ -27,7 +27,9 @@ enum TestSockets {
             sin.sin_port = endpoint.port.bigEndian
             sin.sin_addr.s_addr = a.bigEndian
             return withUnsafePointer(to: &sin) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    body($0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         case .v6:
             var sin6 = sockaddr_in6()
@@ -35,7 +37,9 @@ enum TestSockets {
             sin6.sin6_port = endpoint.port.bigEndian
             withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: endpoint.address.bytes) }
             return withUnsafePointer(to: &sin6) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    body($0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
             }
         }
     }
@@ -53,7 +57,9 @@ enum TestSockets {
     }
 
     /// A listening socket on `address` (port 0: the kernel picks), with its real endpoint.
-    static func listen(_ address: String, port: UInt16 = 0, dualStack: Bool = false) throws -> (fd: Int32, endpoint: Endpoint) {
+    static func listen(_ address: String, port: UInt16 = 0, dualStack: Bool = false) throws -> (
+        fd: Int32, endpoint: Endpoint
+    ) {
         guard let ip = IPAddress(address) ?? (address == "::" ? IPAddress.v6(0, 0) : nil) else {
             throw Failure(description: "bad address \(address)")
         }
@@ -172,7 +178,9 @@ enum TestSockets {
         var sin6 = sockaddr_in6()
         sin6.sin6_family = sa_family_t(AF_INET6)
         sin6.sin6_port = server.port.bigEndian
-        withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 127, 0, 0, 1]) }
+        withUnsafeMutableBytes(of: &sin6.sin6_addr) {
+            $0.copyBytes(from: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 127, 0, 0, 1])
+        }
         let rc = withUnsafePointer(to: &sin6) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 Glibc.connect(client, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
@@ -232,7 +240,10 @@ enum TestSockets {
     }
 
     @Test func connectionOfAnotherUIDReportsThatUID() throws {
-        try #require(getuid() == 0, "this test needs root: it runs a client as uid 65534 with setpriv in a cgroup of its own")
+        try #require(
+            getuid() == 0,
+            "this test needs root: it runs a client as uid 65534 with setpriv in a cgroup of its own"
+        )
         let (listener, server) = try TestSockets.listen("127.0.0.1")
         defer { close(listener) }
         let mountinfo = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
@@ -394,7 +405,8 @@ enum TestSockets {
     }
 
     @Test func kernelErrorsMapToCodes() {
-        guard case .failure(.notFound, _, let e) = Self.decode(Self.error(sequence: 3, errno: ENOENT), sequence: 3) else {
+        guard case .failure(.notFound, _, let e) = Self.decode(Self.error(sequence: 3, errno: ENOENT), sequence: 3)
+        else {
             Issue.record("ENOENT is not .notFound")
             return
         }
@@ -474,7 +486,9 @@ final class UnprivilegedClient {
         }
         // Wait for bash to become `sleep`, so the process is what the test expects.
         for _ in 0..<200 {
-            if (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"))?.hasSuffix("sleep") == true {
+            if (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe"))?.hasSuffix("sleep")
+                == true
+            {
                 return
             }
             usleep(10_000)
