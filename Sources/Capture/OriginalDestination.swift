@@ -51,7 +51,10 @@ public enum OriginalDestination {
     /// The original destination of an accepted, redirected TCP channel.
     ///
     /// Runs `getsockopt` on the channel's event loop. Fails with `CaptureError` `.notFound` when
-    /// the connection was not redirected (no conntrack NAT entry), `.system` otherwise.
+    /// conntrack has no entry for the connection, `.system` otherwise (`ENOPROTOOPT`: nf_conntrack
+    /// is not loaded). Note: a connection that conntrack tracked but did not NAT (a client that
+    /// dialled the listener directly) succeeds with the listener's own address; the caller must
+    /// refuse an original destination equal to its listener.
     public static func query(_ channel: any Channel) -> EventLoopFuture<Endpoint> {
         guard let provider = channel as? any SocketOptionProvider else {
             return channel.eventLoop.makeFailedFuture(
