@@ -412,7 +412,9 @@ final class NftablesSocket {
 
     /// Waits up to `timeoutMilliseconds` for an answer, then reads one datagram (possibly several
     /// netlink messages). Returns nil when nothing arrived in time.
-    func receive(into buffer: UnsafeMutableRawBufferPointer, timeoutMilliseconds: Int32, _ context: String) throws
+    func receive(
+        into buffer: UnsafeMutableRawBufferPointer, timeoutMilliseconds: Int32, _ context: String
+    ) throws
         -> Int?
     {
         var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)

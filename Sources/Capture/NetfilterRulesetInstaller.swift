@@ -193,7 +193,9 @@ public final class NetfilterRulesetInstaller: RulesetInstaller {
 }
 
 /// Walks the netlink messages in one datagram.
-func forEachNftablesMessage(in datagram: UnsafeRawBufferPointer, _ body: (UnsafePointer<nlmsghdr>) throws -> Void)
+func forEachNftablesMessage(
+    in datagram: UnsafeRawBufferPointer, _ body: (UnsafePointer<nlmsghdr>) throws -> Void
+)
     rethrows
 {
     guard let base = datagram.baseAddress else { return }

@@ -23,7 +23,8 @@ public enum Privileges {
     /// per thread, and threads created afterwards inherit the reduced set.
     public static func drop(toUser name: String, uid: UInt32, gid: UInt32) throws {
         guard getuid() == 0 else {
-            throw CaptureError(code: .permission, message: "privilege drop needs root; already running as uid \(getuid())")
+            throw CaptureError(
+                code: .permission, message: "privilege drop needs root; already running as uid \(getuid())")
         }
         // Everything but CAP_NET_ADMIN leaves the bounding set (needs CAP_SETPCAP, so before setuid).
         var cap: Int32 = 0

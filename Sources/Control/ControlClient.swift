@@ -28,7 +28,9 @@ public struct ControlClient {
         var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard rc == 0 else {
             let why = Self.errnoText()
@@ -68,7 +70,8 @@ public struct ControlClient {
                 let timedOut = errno == EAGAIN || errno == EWOULDBLOCK
                 throw ControlFailure(
                     code: "unreachable",
-                    message: timedOut ? "no answer from interlockd within \(timeoutSeconds) s" : "read: \(Self.errnoText())")
+                    message: timedOut
+                        ? "no answer from interlockd within \(timeoutSeconds) s" : "read: \(Self.errnoText())")
             }
             if n == 0 { throw ControlFailure(code: "unreachable", message: "interlockd closed the connection") }
             response += chunk[0..<n]

@@ -46,13 +46,15 @@ public struct ActivePolicy: Sendable {
         var reasons: [UInt32: [String]] = [:]
         for user in config.capture.users {
             guard let uid = accounts.uid(ofUser: user.value) else {
-                throw ConfigError(location: user.location, key: "capture.users", message: "no such user '\(user.value)'")
+                throw ConfigError(
+                    location: user.location, key: "capture.users", message: "no such user '\(user.value)'")
             }
             reasons[uid, default: []].append("user:\(user.value)")
         }
         for group in config.capture.groups {
             guard let members = accounts.memberUIDs(ofGroup: group.value) else {
-                throw ConfigError(location: group.location, key: "capture.groups", message: "no such group '\(group.value)'")
+                throw ConfigError(
+                    location: group.location, key: "capture.groups", message: "no such group '\(group.value)'")
             }
             for uid in members { reasons[uid, default: []].append("group:\(group.value)") }
         }
@@ -61,7 +63,9 @@ public struct ActivePolicy: Sendable {
                 location: config.capture.users.first { $0.value == config.daemon.user }?.location
                     ?? config.capture.groups.first?.location,
                 key: "capture",
-                message: "the daemon's own account '\(config.daemon.user)' cannot be captured (via \(why.joined(separator: ", ")))")
+                message:
+                    "the daemon's own account '\(config.daemon.user)' cannot be captured (via \(why.joined(separator: ", ")))"
+            )
         }
         let captured = reasons.keys.sorted().map { uid in
             CapturedAccount(uid: uid, user: accounts.user(uid: uid)?.name, via: reasons[uid]!)
@@ -84,7 +88,9 @@ public struct ActivePolicy: Sendable {
     }
 
     /// The same policy with host names resolved again (addresses of DNS-named resources change).
-    public func reresolved(resolveHosts: ([Resource]) -> [String: [IPAddress]] = HostResolver.resolveAll) -> ActivePolicy {
+    public func reresolved(
+        resolveHosts: ([Resource]) -> [String: [IPAddress]] = HostResolver.resolveAll
+    ) -> ActivePolicy {
         var copy = self
         copy.resources = ResourceTable(resources: config.resources, resolved: resolveHosts(config.resources))
         return copy

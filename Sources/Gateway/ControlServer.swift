@@ -58,7 +58,8 @@ public final class ControlService: Sendable {
             logger.notice(
                 "control request refused",
                 metadata: ["command": "\(request.command.rawValue)", "uid": "\(peer.uid)", "pid": "\(peer.pid)"])
-            return .failure("forbidden", "\(request.command.rawValue) needs \(need); you are \(peer.user ?? "uid \(peer.uid)")")
+            return .failure(
+                "forbidden", "\(request.command.rawValue) needs \(need); you are \(peer.user ?? "uid \(peer.uid)")")
         }
         switch request.command {
         case .status:
@@ -110,11 +111,15 @@ public final class ControlService: Sendable {
     func auditList(_ args: AuditQueryArgs) -> ControlResponse {
         var q = AuditQuery()
         if let s = args.since {
-            guard let d = AuditLog.parseTime(s) else { return .failure("bad_request", "--since: cannot read time '\(s)'") }
+            guard let d = AuditLog.parseTime(s) else {
+                return .failure("bad_request", "--since: cannot read time '\(s)'")
+            }
             q.since = d
         }
         if let s = args.until {
-            guard let d = AuditLog.parseTime(s) else { return .failure("bad_request", "--until: cannot read time '\(s)'") }
+            guard let d = AuditLog.parseTime(s) else {
+                return .failure("bad_request", "--until: cannot read time '\(s)'")
+            }
             q.until = d
         }
         q.user = args.user

@@ -12,7 +12,9 @@ public struct DaemonService: Service {
     let logger: Logger
     let onStop: @Sendable () async -> Void
 
-    public init(gateway: Gateway, notifier: SystemdNotifier, logger: Logger, onStop: @escaping @Sendable () async -> Void) {
+    public init(
+        gateway: Gateway, notifier: SystemdNotifier, logger: Logger, onStop: @escaping @Sendable () async -> Void
+    ) {
         self.gateway = gateway
         self.notifier = notifier
         self.logger = logger

@@ -80,10 +80,12 @@ public final class Gateway: Sendable {
         if let d = s.detail { fields["detail"] = .string(d) }
         let logger = s.logger
         logger.debug(
-            "session closed", metadata: ["reason": "\(reason.rawValue)", "up": "\(s.bytesUp)", "down": "\(s.bytesDown)"])
+            "session closed",
+            metadata: ["reason": "\(reason.rawValue)", "up": "\(s.bytesUp)", "down": "\(s.bytesDown)"])
         runtime.audit.append(
             kind: "session.close",
-            subject: AuditSubject(user: s.identity.user ?? "uid:\(s.identity.uid)", resource: s.resource?.name, session: s.id),
+            subject: AuditSubject(
+                user: s.identity.user ?? "uid:\(s.identity.uid)", resource: s.resource?.name, session: s.id),
             fields: fields
         ) { result in
             if case .failure(let error) = result {

@@ -161,7 +161,8 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let (decided, why) = (decision, reason)
         gateway.runtime.audit.append(
             kind: "session.open",
-            subject: AuditSubject(user: identity.user ?? "uid:\(identity.uid)", resource: resource?.name, session: session.id),
+            subject: AuditSubject(
+                user: identity.user ?? "uid:\(identity.uid)", resource: resource?.name, session: session.id),
             fields: fields
         ) { result in
             eventLoop.execute {
@@ -169,13 +170,15 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let (decision, reason) = (decided, why)
                 switch result {
                 case .failure(let error):
-                    session.logger.critical("evidence store failed; refusing connection", metadata: ["error": "\(error)"])
+                    session.logger.critical(
+                        "evidence store failed; refusing connection", metadata: ["error": "\(error)"])
                     this.refuse(context: context, session: nil, reason: "audit store unavailable")
                 case .success:
                     if decision == "allow" {
                         this.connectUpstream(context: context, session: session, policy: policy)
                     } else {
-                        session.logger.info("refused", metadata: ["reason": "\(reason)", "user": "\(identity.displayName)"])
+                        session.logger.info(
+                            "refused", metadata: ["reason": "\(reason)", "user": "\(identity.displayName)"])
                         this.refuse(context: context, session: nil, reason: reason)
                     }
                 }
@@ -183,7 +186,9 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func recordRefusalWithoutOwner(context: ChannelHandlerContext, source: Endpoint, destination: Endpoint, error: String) {
+    private func recordRefusalWithoutOwner(
+        context: ChannelHandlerContext, source: Endpoint, destination: Endpoint, error: String
+    ) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let eventLoop = context.eventLoop
         gateway.runtime.audit.append(

@@ -86,7 +86,10 @@ public final class Runtime: Sendable {
             logger.error("policy rejected; the previous policy stays in force", metadata: ["error": "\(error)"])
             record(
                 "policy.loaded",
-                ["path": .string(policyPath), "trigger": .string(trigger), "outcome": "rejected", "error": .string("\(error)")])
+                [
+                    "path": .string(policyPath), "trigger": .string(trigger), "outcome": "rejected",
+                    "error": .string("\(error)"),
+                ])
         }
         return result
     }
@@ -226,7 +229,8 @@ public final class Runtime: Sendable {
             try installer.remove()
             uninstalled = true
         }
-        setRulesetStatus(RulesetStatus(health: "missing", detail: "removed by interlock uninstall", lastCheck: Self.now()))
+        setRulesetStatus(
+            RulesetStatus(health: "missing", detail: "removed by interlock uninstall", lastCheck: Self.now()))
         record("ruleset.removed", ["reason": "interlock uninstall"])
         logger.notice("ruleset removed by uninstall")
     }
@@ -240,7 +244,8 @@ public final class Runtime: Sendable {
     /// Records a daemon-level fact; failures are logged (the data path has its own, stricter handling).
     func record(_ kind: String, _ fields: [String: AuditValue]) {
         let logger = self.logger
-        audit.append(kind: kind, subject: AuditSubject(user: nil, resource: nil, session: nil), fields: fields) { result in
+        audit.append(kind: kind, subject: AuditSubject(user: nil, resource: nil, session: nil), fields: fields) {
+            result in
             if case .failure(let error) = result {
                 logger.critical("could not record evidence", metadata: ["kind": "\(kind)", "error": "\(error)"])
             }

@@ -1,7 +1,8 @@
+import Yams
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Yams
 
 /// A policy file that cannot be used, with the place and the key, in the form editors and CI
 /// annotate: `FILE:LINE:COL: KEY: MESSAGE`.
@@ -41,7 +42,8 @@ public enum ConfigLoader {
     public static func readFile(_ path: String) throws(ConfigError) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw ConfigError(location: nil, key: "", message: "cannot open \(path): \(String(cString: strerror(errno)))")
+            throw ConfigError(
+                location: nil, key: "", message: "cannot open \(path): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
         var bytes: [UInt8] = []
@@ -50,7 +52,8 @@ public enum ConfigLoader {
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw ConfigError(location: nil, key: "", message: "cannot read \(path): \(String(cString: strerror(errno)))")
+                throw ConfigError(
+                    location: nil, key: "", message: "cannot read \(path): \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
             bytes += chunk[0..<n]
@@ -133,7 +136,9 @@ private struct Walker {
     }
 
     func string(_ node: Node, _ key: String) throws(ConfigError) -> String {
-        guard case .scalar(let s) = node, !s.string.isEmpty else { throw fail(node, key, "expected a non-empty string") }
+        guard case .scalar(let s) = node, !s.string.isEmpty else {
+            throw fail(node, key, "expected a non-empty string")
+        }
         return s.string
     }
 
@@ -190,8 +195,12 @@ private struct Walker {
         if let n = m["listen_port"] { d.listenPort = try integer(n, "daemon.listen_port", 1...65535) }
         if let n = m["control_socket"] {
             d.controlSocket = try string(n, "daemon.control_socket")
-            guard d.controlSocket.hasPrefix("/") else { throw fail(n, "daemon.control_socket", "expected an absolute path") }
-            guard d.controlSocket.utf8.count < 108 else { throw fail(n, "daemon.control_socket", "path longer than 107 bytes") }
+            guard d.controlSocket.hasPrefix("/") else {
+                throw fail(n, "daemon.control_socket", "expected an absolute path")
+            }
+            guard d.controlSocket.utf8.count < 108 else {
+                throw fail(n, "daemon.control_socket", "path longer than 107 bytes")
+            }
         }
         if let n = m["admin_group"] { d.adminGroup = try string(n, "daemon.admin_group") }
         if let n = m["auditor_group"] { d.auditorGroup = try string(n, "daemon.auditor_group") }
@@ -224,7 +233,9 @@ private struct Walker {
         var c = CaptureSettings()
         if let n = m["users"] { c.users = try strings(n, "capture.users") }
         if let n = m["groups"] { c.groups = try strings(n, "capture.groups") }
-        if let n = m["unregistered"] { c.unregistered = try choice(n, "capture.unregistered", UnregisteredDestination.self) }
+        if let n = m["unregistered"] {
+            c.unregistered = try choice(n, "capture.unregistered", UnregisteredDestination.self)
+        }
         if let n = m["dns"] {
             let v = try string(n, "capture.dns")
             switch v {
@@ -290,7 +301,9 @@ extension ResourceTarget {
         let hostPart: Substring
         let portPart: Substring
         if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                return nil
+            }
             hostPart = text[text.index(after: text.startIndex)..<close]
             portPart = text[text.index(close, offsetBy: 2)...]
         } else {
@@ -309,10 +322,12 @@ extension ResourceTarget {
             self = .address(a, ports)
         } else {
             let labels = hostPart.split(separator: ".", omittingEmptySubsequences: false)
-            let valid = hostPart.count <= 253 && labels.allSatisfy { label in
-                !label.isEmpty && label.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
-                    && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
-            }
+            let valid =
+                hostPart.count <= 253
+                && labels.allSatisfy { label in
+                    !label.isEmpty && label.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
+                        && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+                }
             // All-numeric dotted text is a mistyped IPv4 address, not a host name.
             guard valid, !labels.allSatisfy({ $0.allSatisfy(\.isNumber) }) else { return nil }
             self = .host(String(hostPart).lowercased(), ports)

@@ -27,14 +27,16 @@ public struct ResourceTable: Sendable {
         for (order, r) in resources.enumerated() {
             switch r.target {
             case .address(let a, let p):
-                entries.append(Entry(resource: r, network: a, prefixLength: a.isIPv6 ? 128 : 32, ports: p, order: order))
+                entries.append(
+                    Entry(resource: r, network: a, prefixLength: a.isIPv6 ? 128 : 32, ports: p, order: order))
             case .network(let a, let len, let p):
                 entries.append(Entry(resource: r, network: a, prefixLength: len, ports: p, order: order))
             case .host(let h, let p):
                 let addresses = resolved[h] ?? []
                 if addresses.isEmpty { unresolved.append(h) }
                 for a in addresses {
-                    entries.append(Entry(resource: r, network: a, prefixLength: a.isIPv6 ? 128 : 32, ports: p, order: order))
+                    entries.append(
+                        Entry(resource: r, network: a, prefixLength: a.isIPv6 ? 128 : 32, ports: p, order: order))
                 }
             }
         }

@@ -16,7 +16,11 @@ import Glibc
 let defaultConfigPath = "/etc/interlock/interlock.yaml"
 
 struct SocketOption: ParsableArguments {
-    @Option(name: .long, help: "The control socket (default: daemon.control_socket of \(defaultConfigPath), else /run/interlock/control.sock).")
+    @Option(
+        name: .long,
+        help:
+            "The control socket (default: daemon.control_socket of \(defaultConfigPath), else /run/interlock/control.sock)."
+    )
     var socket: String?
 
     var path: String {
@@ -63,7 +67,8 @@ struct Interlock: ParsableCommand {
 }
 
 struct Status: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The listener, captured accounts, counters and ruleset health.")
+    static let configuration = CommandConfiguration(
+        abstract: "The listener, captured accounts, counters and ruleset health.")
     @OptionGroup var socket: SocketOption
     @Flag(help: "One JSON object.") var json = false
 
@@ -73,8 +78,9 @@ struct Status: ParsableCommand {
         print("interlockd \(s.version), pid \(s.pid), up \(s.uptimeSeconds) s")
         print("listening:  \(s.listen.joined(separator: ", "))")
         print("policy:     \(s.policyPath) (loaded \(s.policyLoadedAt))")
-        print("ruleset:    \(s.ruleset.health)\(s.ruleset.detail.map { " — \($0)" } ?? "")"
-            + " (restored \(s.ruleset.restores) time(s), last check \(s.ruleset.lastCheck ?? "never"))")
+        print(
+            "ruleset:    \(s.ruleset.health)\(s.ruleset.detail.map { " — \($0)" } ?? "")"
+                + " (restored \(s.ruleset.restores) time(s), last check \(s.ruleset.lastCheck ?? "never"))")
         print("captured:   \(s.captured.isEmpty ? "nobody" : "")")
         for a in s.captured {
             print("  \(a.user ?? "?") (uid \(a.uid)) via \(a.via.joined(separator: ", "))")
@@ -97,7 +103,9 @@ struct Rules: ParsableCommand {
         @Flag(help: "One JSON object.") var json = false
 
         func run() throws {
-            guard let r = try socket.send(ControlRequest(command: .rulesShow)).rules else { throw CLIError("empty answer") }
+            guard let r = try socket.send(ControlRequest(command: .rulesShow)).rules else {
+                throw CLIError("empty answer")
+            }
             if json { return try printJSON(r) }
             print("# health: \(r.status.health)\(r.status.detail.map { " — \($0)" } ?? "")")
             print(r.nft, terminator: r.nft.hasSuffix("\n") ? "" : "\n")
@@ -120,7 +128,8 @@ struct Audit: ParsableCommand {
         @Flag(help: "One canonical JSON entry per line.") var json = false
 
         func run() throws {
-            let args = AuditQueryArgs(since: since, until: until, user: user, resource: resource, kind: kind, limit: limit)
+            let args = AuditQueryArgs(
+                since: since, until: until, user: user, resource: resource, kind: kind, limit: limit)
             let entries = try socket.send(ControlRequest(command: .auditList, audit: args)).entries ?? []
             for e in entries {
                 print(json ? e : EntryFormatter.line(e))
@@ -223,7 +232,11 @@ enum EntryFormatter {
         default:
             let skip: Set<String> = ["index", "time", "kind", "v"]
             for k in o.keys.sorted() where !skip.contains(k) {
-                if let s = o[k] as? String { rest.append("\(k)=\(s)") } else if let n = o[k] as? NSNumber { rest.append("\(k)=\(n)") }
+                if let s = o[k] as? String {
+                    rest.append("\(k)=\(s)")
+                } else if let n = o[k] as? NSNumber {
+                    rest.append("\(k)=\(n)")
+                }
             }
         }
         return "\(index)  \(time)  \(kind)  \(rest.joined(separator: "  "))"

@@ -13,8 +13,8 @@ import Audit
 import Capture
 import Foundation
 import Gateway
-import NIOCore
 import Logging
+import NIOCore
 import NIOPosix
 import Policy
 import ServiceLifecycle
@@ -90,8 +90,9 @@ if getuid() == 0 && !options.noDropPrivileges {
     die("interlockd needs CAP_NET_ADMIN (run it as root, or with AmbientCapabilities=CAP_NET_ADMIN)")
 }
 if getuid() != initialPolicy.daemonUID && !options.noDropPrivileges {
-    die("running as uid \(getuid()), but daemon.user '\(settings.daemon.user)' is uid \(initialPolicy.daemonUID): "
-        + "captured-connection exemption is by uid, so they must agree")
+    die(
+        "running as uid \(getuid()), but daemon.user '\(settings.daemon.user)' is uid \(initialPolicy.daemonUID): "
+            + "captured-connection exemption is by uid, so they must agree")
 }
 logger.info(
     "starting",

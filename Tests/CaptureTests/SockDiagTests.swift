@@ -57,7 +57,9 @@ enum TestSockets {
     }
 
     /// A listening socket on `address` (port 0: the kernel picks), with its real endpoint.
-    static func listen(_ address: String, port: UInt16 = 0, dualStack: Bool = false) throws -> (
+    static func listen(
+        _ address: String, port: UInt16 = 0, dualStack: Bool = false
+    ) throws -> (
         fd: Int32, endpoint: Endpoint
     ) {
         guard let ip = IPAddress(address) ?? (address == "::" ? IPAddress.v6(0, 0) : nil) else {

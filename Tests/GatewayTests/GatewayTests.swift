@@ -112,7 +112,9 @@ final class Upstream: Sendable {
         a.sin_family = sa_family_t(AF_INET)
         a.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
         a.sin_port = 0
-        _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listenFD, $0, 16) } }
+        _ = withUnsafePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listenFD, $0, 16) }
+        }
         listen(listenFD, 64)
         var len = socklen_t(16)
         _ = withUnsafeMutablePointer(to: &a) {
@@ -314,7 +316,8 @@ func policy(resourceAddress: String, unregistered: String = "deny") -> String {
         }
         #expect(e.description.contains("\(h.policyPath):1:"))
         #expect(h.runtime.policy.digest == before.digest)
-        try (policy(resourceAddress: "127.0.0.1:6000") + "\n").write(toFile: h.policyPath, atomically: true, encoding: .utf8)
+        try (policy(resourceAddress: "127.0.0.1:6000") + "\n").write(
+            toFile: h.policyPath, atomically: true, encoding: .utf8)
         guard case .success = h.runtime.reload(trigger: "test") else {
             Issue.record("a good policy was rejected")
             return
@@ -360,7 +363,8 @@ func policy(resourceAddress: String, unregistered: String = "deny") -> String {
         #expect(service.handle(ControlRequest(command: .auditList), from: alice).error?.code == "forbidden")
         #expect(service.handle(ControlRequest(command: .auditList), from: audra).ok)
         #expect(service.handle(ControlRequest(command: .reload), from: audra).error?.code == "forbidden")
-        let bad = service.handle(ControlRequest(command: .auditList, audit: AuditQueryArgs(since: "yesterday-ish")), from: audra)
+        let bad = service.handle(
+            ControlRequest(command: .auditList, audit: AuditQueryArgs(since: "yesterday-ish")), from: audra)
         #expect(bad.error?.code == "bad_request")
     }
 }

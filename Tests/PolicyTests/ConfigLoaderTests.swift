@@ -57,11 +57,15 @@ import Testing
         ("resources:\n  - name: a\n    address: 198.18.0.300:5432\n", 3, "resources[0].address", "expected HOST:PORT"),
         ("resources:\n  - name: a\n    address: 198.18.0.1\n", 3, "resources[0].address", "expected HOST:PORT"),
         ("resources:\n  - name: a\n    address: 2001:db8::1:5432\n", 3, "resources[0].address", "expected HOST:PORT"),
-        ("resources:\n  - { name: a, address: \"1.2.3.4:1\" }\n  - { name: a, address: \"1.2.3.4:2\" }\n", 3,
-         "resources[1].name", "defined twice"),
+        (
+            "resources:\n  - { name: a, address: \"1.2.3.4:1\" }\n  - { name: a, address: \"1.2.3.4:2\" }\n", 3,
+            "resources[1].name", "defined twice"
+        ),
         ("resources:\n  - { name: a }\n", 2, "resources[0].address", "missing"),
-        ("resources:\n  - { name: a, protocol: ftp, address: \"1.2.3.4:1\" }\n", 2, "resources[0].protocol",
-         "postgres | tcp"),
+        (
+            "resources:\n  - { name: a, protocol: ftp, address: \"1.2.3.4:1\" }\n", 2, "resources[0].protocol",
+            "postgres | tcp"
+        ),
         ("audit:\n  database: relative.db\n", 2, "audit.database", "absolute path"),
     ])
     func badFilesNameLineAndKey(yaml: String, line: Int, key: String, message: String) {
@@ -107,9 +111,13 @@ import Testing
     let table = ResourceTable(
         resources: [
             Resource(name: "net", protocol: .tcp, target: .network(IPAddress("198.18.0.0")!, prefixLength: 24, .any)),
-            Resource(name: "db", protocol: .postgres, target: .address(IPAddress("198.18.0.10")!, PortRange(5432, 5432))),
-            Resource(name: "db-wide", protocol: .tcp, target: .address(IPAddress("198.18.0.10")!, PortRange(5000, 6000))),
-            Resource(name: "v6", protocol: .postgres, target: .network(IPAddress("2001:db8:18::")!, prefixLength: 64, PortRange(5432, 5432))),
+            Resource(
+                name: "db", protocol: .postgres, target: .address(IPAddress("198.18.0.10")!, PortRange(5432, 5432))),
+            Resource(
+                name: "db-wide", protocol: .tcp, target: .address(IPAddress("198.18.0.10")!, PortRange(5000, 6000))),
+            Resource(
+                name: "v6", protocol: .postgres,
+                target: .network(IPAddress("2001:db8:18::")!, prefixLength: 64, PortRange(5432, 5432))),
             Resource(name: "named", protocol: .tcp, target: .host("db.example", PortRange(80, 80))),
         ],
         resolved: ["db.example": [IPAddress("198.18.0.20")!]])
