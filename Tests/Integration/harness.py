@@ -198,6 +198,8 @@ try:
     s.connect((host, port))
 except ConnectionRefusedError:
     print("refused"); sys.exit(0)
+except ConnectionResetError:
+    print("reset"); sys.exit(0)
 except socket.timeout:
     print("timeout"); sys.exit(0)
 except OSError as e:
@@ -283,9 +285,9 @@ def start_world() -> World:
         world.procs.append(subprocess.Popen(
             world.netns(remote) + [PYTHON, str(SERVERS_PY), "--log", str(world.servers_log),
                                    "--udp-echo", f"{REMOTE4}:9999", "--dns", f"{REMOTE4}:53",
-                                   "--banner", f"{REMOTE4}:7777"],
+                                   "--banner", f"{REMOTE4}:7777", "--sink", f"{REMOTE4}:7778"],
             stdout=srv_out, stderr=subprocess.STDOUT, cwd="/tmp", start_new_session=True))
-        for port, addr in ((8080, REMOTE4_HTTP), (7777, REMOTE4), (5432, REMOTE4)):
+        for port, addr in ((8080, REMOTE4_HTTP), (7777, REMOTE4), (7778, REMOTE4), (5432, REMOTE4)):
             ok = wait_until(lambda: world.in_host([PYTHON, "-c", CONNECT_OK, addr, str(port)]).returncode == 0,
                             timeout=15, what=f"{addr}:{port}")
             if not ok:
@@ -345,18 +347,22 @@ def stop_world(world: World, keep: bool = False) -> None:
 DEFAULT_CAPTURE = {"users": ["svc-ci"], "groups": ["bots"], "unregistered": "deny", "dns": "allow"}
 
 
-def render_config(d: "Daemon", capture: dict | None = None, extra_resources: list[str] | None = None) -> str:
+DEFAULT_DAEMON = {"connect_timeout": "5s", "idle_timeout": "1h", "ruleset_check_interval": "2s"}
+
+
+def render_config(d: "Daemon", capture: dict | None = None, extra_resources: list[str] | None = None,
+                  daemon: dict | None = None) -> str:
     c = dict(DEFAULT_CAPTURE)
     c.update(capture or {})
+    dd = dict(DEFAULT_DAEMON)
+    dd.update(daemon or {})
     lines = [
         "# written by Tests/Integration/harness.py",
         "daemon:",
         "  user: interlock",
         f"  listen_port: {LISTEN_PORT}",
         f"  control_socket: {d.socket}",
-        "  connect_timeout: 5s",
-        "  idle_timeout: 1h",
-        "  ruleset_check_interval: 2s",
+    ] + [f"  {k}: {v}" for k, v in dd.items()] + [
         "audit:",
         f"  database: {d.dir / 'audit.db'}",
         "capture:",

@@ -1,10 +1,12 @@
 """Tiny servers for the remote namespace, started by conftest.py with nsenter.
 
-    servers.py --log FILE --udp-echo 198.18.0.10:9999 --dns 198.18.0.10:53 --banner 198.18.0.10:7777
+    servers.py --log FILE --udp-echo 198.18.0.10:9999 --dns 198.18.0.10:53 --banner 198.18.0.10:7777 \
+        --sink 198.18.0.10:7778
 
 - udp-echo: sends every datagram back unchanged.
 - dns: answers every datagram with the same bytes and the QR bit set (enough to prove the path).
 - banner: a TCP server that writes `banner <port>\n` to each client and closes.
+- sink: a TCP server that reads until the client half-closes, then writes `got <bytes>\n`.
 
 Every datagram and connection is logged as one line `<kind> <peer-address> <peer-port> <payload>` to
 --log, flushed at once, so tests can prove what did (or did not) arrive. Runs until killed.
@@ -76,12 +78,35 @@ def banner_loop(s, log):
             c.close()
 
 
+def sink_loop(s, log):
+    """Reads until the client half-closes, then answers `got <bytes>` and closes."""
+    def serve(c, peer):
+        n = 0
+        try:
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    break
+                n += len(b)
+            log.write("sink", peer, str(n).encode())
+            c.sendall(f"got {n}\n".encode())
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    while True:
+        c, peer = s.accept()
+        threading.Thread(target=serve, args=(c, peer), daemon=True).start()
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--log", required=True)
     p.add_argument("--udp-echo", action="append", default=[])
     p.add_argument("--dns", action="append", default=[])
     p.add_argument("--banner", action="append", default=[])
+    p.add_argument("--sink", action="append", default=[])
     a = p.parse_args()
     log = Log(a.log)
     threads = []
@@ -91,6 +116,8 @@ def main():
         threads.append(threading.Thread(target=udp_loop, args=(udp_socket(addr), log, "dns"), daemon=True))
     for addr in a.banner:
         threads.append(threading.Thread(target=banner_loop, args=(tcp_socket(addr), log), daemon=True))
+    for addr in a.sink:
+        threads.append(threading.Thread(target=sink_loop, args=(tcp_socket(addr), log), daemon=True))
     for t in threads:
         t.start()
     print("ready", flush=True)

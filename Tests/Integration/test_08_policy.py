@@ -4,6 +4,7 @@ reload applies (a newly captured user) without dropping live connections."""
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -132,3 +133,23 @@ def test_good_reload_captures_new_user_without_dropping_live_connections(world, 
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 live.kill()
                 live.wait(timeout=5)
+
+
+def test_reload_re_expands_groups(world, daemon):
+    # svc-late is not captured until it joins the group `bots` and the policy is reloaded.
+    subprocess.run(["gpasswd", "-d", "svc-late", "bots"], capture_output=True, timeout=10)
+    try:
+        before = daemon.last_index()
+        assert world.psql("svc-late").returncode == 0
+        subprocess.run(["usermod", "-a", "-G", "bots", "svc-late"], check=True, timeout=10)
+        time.sleep(0.5)
+        assert not sessions(daemon.audit(before), user="svc-late"), "captured before the reload"
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_entries(ok_loads, after=before, what="policy.loaded ok after SIGHUP")
+        mark = daemon.last_index()
+        assert world.psql("svc-late").returncode == 0
+        entries = daemon.wait_entries(lambda es: sessions(es, user="svc-late"), after=mark,
+                                      what="svc-late captured through bots after the reload")
+        assert "bots" in sessions(entries, user="svc-late")[0]["identity"]["groups"]
+    finally:
+        subprocess.run(["gpasswd", "-d", "svc-late", "bots"], capture_output=True, timeout=10)

@@ -42,12 +42,12 @@ il_user() {
 # The people and bots of the tests and the demo:
 #   svc-ci   captured by name            svc-bot  captured through the group `bots` (supplementary)
 #   alice    never captured              audra    interlock-auditors (may read evidence)
-#   opal     interlock-admin (may reload)
+#   opal     interlock-admin (may reload)    svc-late  joins bots during a test (group re-expansion)
 il_accounts_test() {
     il_accounts_system
     getent group bots >/dev/null || groupadd bots
     local u
-    for u in svc-ci svc-bot alice audra opal; do il_user "$u"; done
+    for u in svc-ci svc-bot svc-late alice audra opal; do il_user "$u"; done
     usermod -a -G bots svc-bot
     usermod -a -G interlock-auditors audra
     usermod -a -G interlock-admin opal
