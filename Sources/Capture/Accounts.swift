@@ -88,23 +88,10 @@ public struct SystemAccounts: AccountDatabase {
         ) -> Int32,
         _ body: (passwd) -> T
     ) -> T? {
-        var size = 1024
-        while size <= 1 << 20 {
-            var pw = passwd()
-            var result: UnsafeMutablePointer<passwd>? = nil
-            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
-            defer { buffer.deallocate() }
-            let rc = call(&pw, buffer, size, &result)
-            if rc == ERANGE {
-                size *= 4
-                continue
-            }
-            guard rc == 0, let found = result else { return nil }
-            return body(found.pointee)
-        }
-        return nil
+        withReentrant(passwd(), initialSize: 1024, maximumSize: 1 << 20, call, body)
     }
 
+    /// Calls a `get*_r` group function with a buffer that grows on ERANGE (member lists can be long).
     private static func withGroup<T>(
         _ call: (
             UnsafeMutablePointer<group>, UnsafeMutablePointer<CChar>, Int,
@@ -112,13 +99,27 @@ public struct SystemAccounts: AccountDatabase {
         ) -> Int32,
         _ body: (group) -> T
     ) -> T? {
-        var size = 4096
-        while size <= 1 << 22 {
-            var gr = group()
-            var result: UnsafeMutablePointer<group>? = nil
+        withReentrant(group(), initialSize: 4096, maximumSize: 1 << 22, call, body)
+    }
+
+    /// The reentrant NSS calling convention shared by `getpw*_r` and `getgr*_r`.
+    private static func withReentrant<Entry, T>(
+        _ empty: Entry,
+        initialSize: Int,
+        maximumSize: Int,
+        _ call: (
+            UnsafeMutablePointer<Entry>, UnsafeMutablePointer<CChar>, Int,
+            UnsafeMutablePointer<UnsafeMutablePointer<Entry>?>
+        ) -> Int32,
+        _ body: (Entry) -> T
+    ) -> T? {
+        var size = initialSize
+        while size <= maximumSize {
+            var entry = empty
+            var result: UnsafeMutablePointer<Entry>? = nil
             let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
             defer { buffer.deallocate() }
-            let rc = call(&gr, buffer, size, &result)
+            let rc = call(&entry, buffer, size, &result)
             if rc == ERANGE {
                 size *= 4
                 continue
