@@ -182,6 +182,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     typealias OutboundOut = ByteBuffer
 
     static let maxRequestBytes = 1 << 20
+    /// Requests a client may pipeline before it must read answers.
+    static let maxQueuedRequests = 64
     private static let queue = DispatchQueue(label: "interlock.control", attributes: .concurrent)
 
     let service: ControlService
@@ -225,6 +227,11 @@ final class ControlConnectionHandler: ChannelInboundHandler {
             buffer.moveReaderIndex(forwardBy: 1)
         }
         buffer.discardReadBytes()
+        if queued.count > Self.maxQueuedRequests {
+            respond(context: context, .failure("bad_request", "more than \(Self.maxQueuedRequests) requests queued"))
+            context.close(promise: nil)
+            return
+        }
         if buffer.readableBytes > Self.maxRequestBytes {
             respond(context: context, .failure("bad_request", "request larger than \(Self.maxRequestBytes) bytes"))
             context.close(promise: nil)
