@@ -47,13 +47,13 @@ def make_daemon(world, request):
     made: list[Daemon] = []
     request.node.stash[_daemons_key] = made
 
-    def make(start: bool = True, directory=None, **config) -> Daemon:
+    def make(start: bool = True, directory=None, env=None, **config) -> Daemon:
         d = Daemon(world, directory)
         made.append(d)
         if directory is None or not d.config.exists():
             d.write_config(**config)
         if start:
-            d.start()
+            d.start(env=env)
         return d
 
     yield make

@@ -406,7 +406,7 @@ class Daemon:
         self.config.write_text(text if text is not None else render_config(self, **kw))
         os.chmod(self.config, 0o644)
 
-    def start(self, timeout: float = 20) -> "Daemon":
+    def start(self, timeout: float = 20, env: dict | None = None) -> "Daemon":
         if not self.config.exists():
             self.write_config()
         self.starts += 1
@@ -415,7 +415,8 @@ class Daemon:
         err.flush()
         self.proc = subprocess.Popen(
             self.world.netns(self.world.host) + [str(bin_path("interlockd")), "--config", str(self.config)],
-            stdout=err, stderr=err, cwd="/tmp", start_new_session=True)
+            stdout=err, stderr=err, cwd="/tmp", start_new_session=True,
+            env={**os.environ, **(env or {})})
         err.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -3,7 +3,7 @@
 import secrets
 import time
 
-from harness import REMOTE4, wait_until
+from harness import REMOTE4, REMOTE6, wait_until
 
 
 def test_stopped_daemon_refuses_captured_connections(world, daemon):
@@ -18,6 +18,10 @@ def test_stopped_daemon_refuses_captured_connections(world, daemon):
     elapsed = time.monotonic() - t0
     assert p.returncode != 0, f"svc-ci's psql succeeded with the daemon stopped: {p.stdout}"
     assert elapsed < 4, f"psql took {elapsed:.1f} s to fail: it should be refused at once, not time out"
+
+    marker6 = marker + "-v6"
+    p6 = world.psql("svc-ci", host=REMOTE6, appname=marker6, connect_timeout=8)
+    assert p6.returncode != 0, "svc-ci's IPv6 psql succeeded with the daemon stopped"
 
     alice_marker = "it-failclosed-alice-" + secrets.token_hex(4)
     q = world.psql("alice", appname=alice_marker)

@@ -1,8 +1,9 @@
 """7. `unregistered: deny` refuses and records; `record` forwards and records."""
 
+import subprocess
 import time
 
-from harness import REMOTE4, sessions
+from harness import PYTHON, REMOTE4, SERVERS_PY, sessions
 
 
 def banner_connections(world):
@@ -38,3 +39,25 @@ def test_unregistered_record_forwards_and_records(world, make_daemon):
     assert o["decision"] == "allow", o
     assert o["resource"] is None, o
     assert o["protocol"] == "tcp", o
+
+
+def test_resource_by_host_name(world, make_daemon):
+    # `localhost` resolves (via /etc/hosts) to 127.0.0.1 and ::1; a server listens on 127.0.0.1:7779 in
+    # the host namespace. Under `unregistered: deny`, only a matching resource lets svc-ci through.
+    log = world.workdir / "host-banner.log"
+    server = subprocess.Popen(world.netns(world.host) + [PYTHON, str(SERVERS_PY), "--log", str(log),
+                                                         "--banner", "127.0.0.1:7779"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/tmp")
+    try:
+        assert server.stdout.readline().strip() == b"ready"
+        daemon = make_daemon(capture={"unregistered": "deny"},
+                             extra_resources=['  - { name: local-banner, protocol: tcp, address: "localhost:7779" }'])
+        before = daemon.last_index()
+        assert world.tcp_probe("svc-ci", "127.0.0.1", 7779) == "data:banner 7779"
+        entries = daemon.wait_entries(lambda es: sessions(es, user="svc-ci", destination=("127.0.0.1", 7779)),
+                                      after=before, what="a session to the host-name resource")
+        o = sessions(entries, user="svc-ci", destination=("127.0.0.1", 7779))[0]
+        assert o["resource"] == "local-banner" and o["decision"] == "allow", o
+    finally:
+        server.kill()
+        server.wait(timeout=5)

@@ -1,6 +1,9 @@
 """The daemon itself: privileges dropped, start and stop recorded, evidence kept across restarts."""
 
+import os
 import pwd
+import socket
+import time
 
 from harness import sessions
 
@@ -55,3 +58,32 @@ def test_uninstall_removes_the_table_and_stops_the_daemon(world, daemon):
     # With the table gone, svc-ci is no longer captured: it goes direct.
     p = world.psql("svc-ci")
     assert p.returncode == 0, p.stderr
+
+
+def test_systemd_notify_ready_and_watchdog(world, make_daemon):
+    d = make_daemon(start=False)
+    path = d.dir / "notify.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(path))
+    os.chmod(path, 0o777)  # the daemon sends after dropping to user interlock
+    s.settimeout(0.5)
+    try:
+        d.start(env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
+        got = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not ("READY=1" in got and "WATCHDOG=1" in got):
+            try:
+                got += s.recv(4096).decode().split("\n")
+            except socket.timeout:
+                pass
+        assert "READY=1" in got, got
+        assert "WATCHDOG=1" in got, got
+        d.stop()
+        try:
+            while True:
+                got += s.recv(4096).decode().split("\n")
+        except socket.timeout:
+            pass
+        assert "STOPPING=1" in got, got
+    finally:
+        s.close()
