@@ -84,3 +84,46 @@ def test_client_outside_a_unit_is_still_identified(world, daemon):
         what="session.open for svc-ci outside the unit cgroup")
     o = sessions(entries, user="svc-ci")[0]
     assert o["identity"]["unit"] != CGROUP_UNIT
+
+
+SAME_PORT = r"""
+import socket, sys, time
+port = int(sys.argv[1])
+def conn(dst):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("198.18.0.1", port))
+    s.settimeout(5)
+    s.connect(dst)
+    return s
+a = conn(("198.18.0.10", 5432))
+time.sleep(0.3)
+try:
+    b = conn(("198.18.0.11", 8080))
+    b.sendall(b"GET /blob.bin HTTP/1.0\r\n\r\n")
+    print("http:" + b.recv(12).decode())
+    b.close()
+except OSError as e:
+    print("http-error:" + type(e).__name__)
+a.close()
+"""
+
+
+def test_source_port_shared_by_two_connections_is_still_identified(world, daemon):
+    # Two sockets of svc-ci with the same local address and port (SO_REUSEADDR) to two different
+    # destinations are two distinct connections. Both are redirected to the same listener, so the
+    # kernel's NAT has to give the second one another source port on the way to interlockd. The
+    # daemon must still find the real socket (its original tuple) and identify it: a client that
+    # happens to reuse a port must neither be refused nor be attributed to someone else.
+    before = daemon.last_index()
+    port = 41000 + (os.getpid() % 1000)
+    p = world.python("svc-ci", SAME_PORT, str(port))
+    assert p.returncode == 0, p.stderr
+    entries = daemon.audit(before)
+    opens = sessions(entries)
+    assert p.stdout.strip() == "http:HTTP/1.0 200", (
+        f"second connection was not forwarded: {p.stdout.strip()}; session.open entries:\n"
+        + "\n".join(str({k: o.get(k) for k in ('source', 'destination', 'decision', 'reason')}) for o in opens))
+    http = sessions(entries, destination=(REMOTE4_HTTP, 8080))
+    assert http and http[0]["identity"]["user"] == "svc-ci", http
+    assert http[0]["source"]["port"] == port, "the evidence must show the client's real source port"
