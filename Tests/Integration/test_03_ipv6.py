@@ -19,3 +19,29 @@ def test_ipv6_destination_is_captured_and_recorded(world, daemon):
     assert_identity(o, "svc-ci", exe_hint="psql")
     c = close_of(entries, o)
     assert c["bytes_up"] > 0 and c["bytes_down"] > 0, c
+
+
+MAPPED = r"""
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(5)
+try:
+    s.connect(("::ffff:198.18.0.10", 7777))
+    print("data:" + s.recv(100).decode().strip())
+except OSError as e:
+    print("error:" + type(e).__name__)
+"""
+
+
+def test_ipv4_mapped_destination_from_an_ipv6_socket_is_captured(world, make_daemon):
+    # An AF_INET6 socket connecting to ::ffff:198.18.0.10 sends IPv4 packets: it must be captured and
+    # identified like any IPv4 connection, not slip through as "IPv6" or be refused as unknown.
+    daemon = make_daemon(capture={"unregistered": "record"})
+    before = daemon.last_index()
+    p = world.python("svc-ci", MAPPED)
+    assert p.returncode == 0, p.stderr
+    entries = daemon.wait_entries(lambda es: sessions(es, destination=("198.18.0.10", 7777)), after=before,
+                                  what="a session for the v4-mapped destination")
+    o = sessions(entries, destination=("198.18.0.10", 7777))[0]
+    assert o["decision"] == "allow" and o["identity"]["user"] == "svc-ci", o
+    assert p.stdout.strip() == "data:banner 7777", p.stdout

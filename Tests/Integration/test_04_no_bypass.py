@@ -77,3 +77,19 @@ def test_listener_port_on_another_local_address_does_not_loop(world, make_daemon
     opens = sessions(daemon.audit(before))
     assert len(opens) == 1, f"expected exactly one session (no recursion), got {opens}"
     assert opens[0]["identity"]["user"] == "svc-ci"
+
+
+SET_MARK = r"""
+import socket
+s = socket.socket()
+try:
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 0x1f0c0001)
+    print("mark-set")
+except PermissionError:
+    print("eperm")
+"""
+
+
+def test_captured_account_cannot_borrow_the_daemons_socket_mark(world, daemon):
+    # The upstream mark exempts the daemon's sockets; setting it needs CAP_NET_ADMIN.
+    assert world.python("svc-ci", SET_MARK).stdout.strip() == "eperm"
