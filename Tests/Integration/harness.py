@@ -255,7 +255,24 @@ c.close()
 """
 
 
+def reap_stale_worlds() -> None:
+    """Tear down worlds left behind by runs that were killed hard (their owner process is gone)."""
+    for meta in Path("/tmp").glob("interlock-it-*/world.json"):
+        try:
+            info = json.loads(meta.read_text())
+            os.kill(info["pid"], 0)
+            continue  # its run is still alive
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError, KeyError):
+            continue
+        sh("il_pg_stop", str(meta.parent / "pg"), check=False, timeout=60)
+        sh("il_world_down", info["host"], info["remote"], check=False, timeout=60)
+        shutil.rmtree(meta.parent, ignore_errors=True)
+
+
 def start_world() -> World:
+    reap_stale_worlds()
     rand = secrets.token_hex(3)
     host, remote = f"ilh-{rand}", f"ilr-{rand}"
     workdir = Path(tempfile.mkdtemp(prefix=f"interlock-it-{rand}-", dir="/tmp"))
@@ -264,6 +281,7 @@ def start_world() -> World:
     if mnt is None:
         raise RuntimeError("no cgroup2 mount in /proc/self/mountinfo")
     world = World(host=host, remote=remote, workdir=workdir, cgroup=f"{mnt}/{CGROUP_SLICE}/{CGROUP_UNIT}")
+    (workdir / "world.json").write_text(json.dumps({"host": host, "remote": remote, "pid": os.getpid()}))
     try:
         snapshot_binaries(workdir / "bin")
         sh("il_accounts_test")
