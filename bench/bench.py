@@ -1,0 +1,682 @@
+"""Interlock's speed benchmark; run it through bench/run.sh (which checks root and the binaries).
+
+The world (namespaces, accounts, PostgreSQL, the unit cgroup) and interlockd's lifecycle come from
+Tests/Integration/harness.py, which takes them from scripts/lib/world.sh: nothing is redefined here.
+This file adds the peers (pgbouncer, haproxy), an idle TCP sink in the remote namespace, the
+interleaved pgbench rounds, the CPU and memory bookkeeping and the report.
+
+Variants (clients always run in the host namespace, inside the world's unit cgroup):
+  direct     alice (not captured) -> 198.18.0.10:5432
+  pgbouncer  alice -> 127.0.0.1:6432, pgbouncer (session mode, user nobody) -> 198.18.0.10:5432
+  haproxy    alice -> 127.0.0.1:6433, haproxy (mode tcp, user nobody)       -> 198.18.0.10:5432
+  interlock  svc-ci (captured) -> 198.18.0.10:5432, redirected by nftables to interlockd
+
+Workloads: pgbench -S -c 8 -j 2; pgbench -C -S -c 8 -j 2; pgbench -C -S -c 1 -j 1 (unloaded connect).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "Tests" / "Integration"))
+import harness  # noqa: E402  (INTERLOCK_BIN_DIR is read at import; run.sh exports it)
+from harness import REMOTE4, PYTHON  # noqa: E402
+
+# Our own unit cgroup: harness's default slice is shared with (and removed by) concurrent test runs.
+harness.CGROUP_SLICE = "interlock-bench.slice"
+harness.CGROUP_UNIT = "pgbench-job.service"
+
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+IDLE_N = int(os.environ.get("BENCH_IDLE", "1000"))
+PROFILE = os.environ.get("BENCH_PROFILE", "0") == "1"
+OUT = Path(os.environ.get("BENCH_OUT", "/tmp/interlock-bench/latest.md"))
+SCALE = 1  # pgbench -i -s: 100,000 rows, fits in shared_buffers; -S measures the path, not the disk
+
+PGBOUNCER_PORT = 6432
+HAPROXY_PORT = 6433
+HAPROXY_SINK_PORT = 6434
+SINK_PORT = 7000  # idle TCP sink in the remote namespace (registered as a tcp resource)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+WORKLOADS = [
+    ("S", "-S -c 8 -j 2", ["-S", "-c", "8", "-j", "2"]),
+    ("C", "-C -S -c 8 -j 2", ["-C", "-S", "-c", "8", "-j", "2"]),
+    ("C1", "-C -S -c 1 -j 1", ["-C", "-S", "-c", "1", "-j", "1"]),
+]
+VARIANTS = ["direct", "pgbouncer", "haproxy", "interlock"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# /proc bookkeeping
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the whole process (all threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])  # fields 14 and 15 of proc(5)
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def thread_ticks(pid: int) -> dict[str, int]:
+    """utime + stime per thread class: NIO event loops ("loops") and everything else ("other":
+    in interlockd that is the audit writer thread, the main thread and the ruleset checker)."""
+    out = {"loops": 0, "other": 0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                st = f.read()
+        except FileNotFoundError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        rest = st.rsplit(")", 1)[1].split()
+        out["loops" if comm.startswith("NIO-ELT") else "other"] += int(rest[11]) + int(rest[12])
+    return out
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def loadavg() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes we start (all in their own session, stopped by pid in `Bench.stop`)
+
+SINK = r"""
+import selectors, signal, socket, sys
+signal.alarm(int(sys.argv[3]))          # bounded lifetime, whatever happens to the benchmark
+sel = selectors.DefaultSelector()
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((sys.argv[1], int(sys.argv[2]))); ls.listen(4096); ls.setblocking(False)
+sel.register(ls, selectors.EVENT_READ)
+print("ready", flush=True)
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        if s is ls:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                continue
+            c.setblocking(False); sel.register(c, selectors.EVENT_READ)
+        else:
+            try:
+                data = s.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(s); s.close()
+"""
+
+HOLDER = r"""
+import select, socket, sys, time
+host, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+socks, deadline = [], time.monotonic() + 60
+while len(socks) < n and time.monotonic() < deadline:
+    try:
+        socks.append(socket.create_connection((host, port), timeout=5))
+    except OSError as e:
+        print(f"connect error {e}", file=sys.stderr, flush=True); time.sleep(0.05)
+print(f"open {len(socks)}", flush=True)
+select.select([sys.stdin], [], [], hold)  # until told (a line or EOF on stdin), at most `hold` s
+for s in socks:
+    s.close()
+"""
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.world: harness.World | None = None
+        self.daemon: harness.Daemon | None = None
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.dir = Path(tempfile.mkdtemp(prefix="interlock-bench-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+
+    # ---- setup
+
+    def start(self) -> None:
+        log("world: namespaces, accounts, PostgreSQL (scripts/lib/world.sh via harness.py)")
+        self.world = harness.start_world()
+        w = self.world
+        # More ephemeral ports in the host namespace (ours): -C runs leave tens of thousands of
+        # TIME_WAIT sockets towards 198.18.0.10:5432, and interlockd's path uses two per connection.
+        w.in_host(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000"], check=True)
+        harness.run(w.netns(w.remote) + ["sysctl", "-q", "-w", "net.core.somaxconn=4096"], check=True)
+        harness.run(w.netns(w.host) + ["sysctl", "-q", "-w", "net.core.somaxconn=4096"], check=True)
+
+        log(f"pgbench -i -s {SCALE} (as alice, direct)")
+        p = w.as_user("alice", ["pgbench", "-i", "-q", "-s", str(SCALE), "-h", REMOTE4, "-U", "postgres",
+                                "orders"], timeout=300)
+        if p.returncode != 0:
+            raise RuntimeError(f"pgbench -i failed:\n{p.stdout}\n{p.stderr}")
+
+        self.spawn("sink", w.netns(w.remote) + ["setpriv", "--reuid=nobody", "--regid=nogroup",
+                                                   "--clear-groups", PYTHON, "-c", SINK, REMOTE4,
+                                                   str(SINK_PORT), "7200"], wait_line="ready")
+
+        log("interlockd (release build) with the harness's policy plus the idle sink as a resource")
+        self.daemon = harness.Daemon(w, Path(tempfile.mkdtemp(prefix="interlockd-", dir=self.dir)))
+        self.daemon.write_config(extra_resources=[
+            f'  - {{ name: idle-sink, protocol: tcp, address: "{REMOTE4}:{SINK_PORT}" }}'])
+        self.daemon.start()
+
+        self.start_pgbouncer()
+        self.start_haproxy()
+        for port in (PGBOUNCER_PORT, HAPROXY_PORT, HAPROXY_SINK_PORT):
+            ok = harness.wait_until(
+                lambda: w.in_host([PYTHON, "-c", harness.CONNECT_OK, "127.0.0.1", str(port)]).returncode == 0,
+                timeout=15)
+            if not ok:
+                raise RuntimeError(f"127.0.0.1:{port} not listening in {w.host}")
+
+    def spawn(self, name: str, cmd: list[str], wait_line: str | None = None) -> subprocess.Popen:
+        out = open(self.dir / f"{name}.log", "w")
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE if wait_line else out, stderr=out,
+                             stdin=subprocess.DEVNULL, cwd="/tmp", start_new_session=True, text=True)
+        self.procs[name] = p
+        if wait_line:
+            line = p.stdout.readline()  # the sink prints at once; a crash gives EOF
+            if wait_line not in line:
+                raise RuntimeError(f"{name} did not start: {(self.dir / f'{name}.log').read_text()}")
+        return p
+
+    def peer_dir(self, name: str) -> Path:
+        d = self.dir / name
+        d.mkdir()
+        os.chown(d, 65534, 65534)  # nobody:nogroup
+        return d
+
+    def as_nobody(self, cmd: list[str]) -> list[str]:
+        w = self.world
+        return w.netns(w.host) + ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + cmd
+
+    def start_pgbouncer(self) -> None:
+        d = self.peer_dir("pgbouncer")
+        (d / "userlist.txt").write_text('"postgres" ""\n')
+        (d / "pgbouncer.ini").write_text(f"""\
+[databases]
+orders = host={REMOTE4} port=5432 dbname=orders user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {PGBOUNCER_PORT}
+unix_socket_dir =
+auth_type = trust
+auth_file = {d}/userlist.txt
+pool_mode = session
+max_client_conn = {IDLE_N + 500}
+default_pool_size = 20
+log_connections = 0
+log_disconnections = 0
+log_pooler_errors = 1
+logfile = {d}/pgbouncer.log
+ignore_startup_parameters = extra_float_digits
+""")
+        for f in d.iterdir():
+            os.chmod(f, 0o644)
+        log("pgbouncer (session mode, user nobody) on 127.0.0.1:6432")
+        self.spawn("pgbouncer", self.as_nobody(["pgbouncer", str(d / "pgbouncer.ini")]))
+
+    def start_haproxy(self) -> None:
+        d = self.peer_dir("haproxy")
+        (d / "haproxy.cfg").write_text(f"""\
+global
+    maxconn {2 * IDLE_N + 1000}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen pg
+    bind 127.0.0.1:{HAPROXY_PORT}
+    server pg {REMOTE4}:5432
+listen sink
+    bind 127.0.0.1:{HAPROXY_SINK_PORT}
+    server sink {REMOTE4}:{SINK_PORT}
+""")
+        os.chmod(d / "haproxy.cfg", 0o644)
+        log("haproxy (mode tcp, user nobody, default threads) on 127.0.0.1:6433")
+        self.spawn("haproxy", self.as_nobody(["haproxy", "-db", "-f", str(d / "haproxy.cfg")]))
+
+    # ---- the variants
+
+    def target(self, variant: str) -> tuple[str, str, int, int | None]:
+        """(user, host, port, pid of the proxy or None)."""
+        if variant == "direct":
+            return "alice", REMOTE4, 5432, None
+        if variant == "pgbouncer":
+            return "alice", "127.0.0.1", PGBOUNCER_PORT, self.procs["pgbouncer"].pid
+        if variant == "haproxy":
+            return "alice", "127.0.0.1", HAPROXY_PORT, self.procs["haproxy"].pid
+        if variant == "interlock":
+            return "svc-ci", REMOTE4, 5432, self.daemon.pid
+        raise ValueError(variant)
+
+    def pgbench(self, variant: str, args: list[str], seconds: int) -> dict:
+        user, host, port, pid = self.target(variant)
+        cmd = ["pgbench", "-n", "-T", str(seconds)] + args + ["-h", host, "-p", str(port), "-U", "postgres",
+                                                               "orders"]
+        for p in self.procs.values():
+            if p.poll() is not None:
+                raise RuntimeError(f"a peer process exited ({p.args[-1]}): see {self.dir}")
+        if not self.daemon.running():
+            raise RuntimeError(f"interlockd exited:\n{self.daemon.stderr(40)}")
+        c0 = cpu_ticks(pid) if pid else 0
+        th0 = thread_ticks(pid) if variant == "interlock" else None
+        b0 = machine_busy()
+        l0 = loadavg()
+        t0 = time.monotonic()
+        p = self.world.as_user(user, cmd, in_unit=True, timeout=seconds + 60,
+                               env={"PGCONNECT_TIMEOUT": "10"})
+        wall = time.monotonic() - t0
+        c1 = cpu_ticks(pid) if pid else 0
+        th1 = thread_ticks(pid) if variant == "interlock" else None
+        b1 = machine_busy()
+        out = p.stdout
+        r = {"variant": variant, "rc": p.returncode, "wall": wall, "load": (l0 + loadavg()) / 2,
+             "busy": (b1[0] - b0[0]) / max(1, b1[1] - b0[1])}
+
+        def num(pattern: str) -> float | None:
+            m = re.search(pattern, out)
+            return float(m.group(1)) if m else None
+
+        r["tx"] = num(r"number of transactions actually processed: (\d+)")
+        r["failed"] = num(r"number of failed transactions: (\d+)") or 0
+        r["tps"] = num(r"tps = ([\d.]+)")
+        r["lat_ms"] = num(r"latency average = ([\d.]+) ms")
+        r["conn_ms"] = num(r"average connection time = ([\d.]+) ms")
+        if pid and r["tx"]:
+            r["cpu_us_tx"] = (c1 - c0) / CLK_TCK * 1e6 / r["tx"]
+        else:
+            r["cpu_us_tx"] = None
+        if th0 is not None and th1 is not None and r["tx"]:
+            r["loops_us_tx"] = (th1["loops"] - th0["loops"]) / CLK_TCK * 1e6 / r["tx"]
+            r["other_us_tx"] = (th1["other"] - th0["other"]) / CLK_TCK * 1e6 / r["tx"]
+        if p.returncode != 0 or r["tps"] is None:
+            r["error"] = (p.stderr or p.stdout).strip().splitlines()[-3:]
+            log(f"  {variant}: pgbench failed rc={p.returncode}: {r['error']}")
+        return r
+
+    # ---- idle connections
+
+    def idle_rss(self, variant: str) -> dict:
+        """RSS of the proxy before and while IDLE_N idle connections are open through it."""
+        w = self.world
+        if variant == "interlock":
+            user, host, port, pid, per_conn_fds = "svc-ci", REMOTE4, SINK_PORT, self.daemon.pid, 2
+        elif variant == "haproxy":
+            user, host, port, pid, per_conn_fds = "alice", "127.0.0.1", HAPROXY_SINK_PORT, self.procs["haproxy"].pid, 2
+        else:  # pgbouncer: a TCP connection without a startup packet holds only a client slot
+            user, host, port, pid, per_conn_fds = "alice", "127.0.0.1", PGBOUNCER_PORT, self.procs["pgbouncer"].pid, 1
+        time.sleep(1)
+        rss0, fd0 = rss_kib(pid), fd_count(pid)
+        active0 = self.daemon_active() if variant == "interlock" else 0
+        holder = subprocess.Popen(w.as_user_cmd(user, [PYTHON, "-c", HOLDER, host, str(port), str(IDLE_N), "120"],
+                                                in_unit=True),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd="/tmp", start_new_session=True)
+        try:
+            line = ""
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not line:
+                line = holder.stdout.readline()
+            opened = int(line.split()[1]) if line.startswith("open") else 0
+            if variant == "interlock":
+                # The daemon's own count of forwarded, open sessions (interlock status --json).
+                held_now = lambda: self.daemon_active() - active0  # noqa: E731
+            else:
+                held_now = lambda: (fd_count(pid) - fd0) // per_conn_fds  # noqa: E731
+            harness.wait_until(lambda: held_now() >= opened, timeout=30, interval=0.2)
+            time.sleep(2)  # let the proxy settle (pending admission, audit batches)
+            held, rss1 = held_now(), rss_kib(pid)
+        finally:
+            try:
+                holder.stdin.write("done\n")
+                holder.stdin.close()
+            except OSError:
+                pass
+            try:
+                holder.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(holder.pid, signal.SIGKILL)
+                holder.wait(timeout=5)
+        harness.wait_until(lambda: fd_count(pid) <= fd0 + 4, timeout=30, interval=0.2)
+        return {"variant": variant, "opened": opened, "held": held, "rss0": rss0, "rss1": rss1,
+                "kib_per_conn": (rss1 - rss0) / held if held > 0 else None,
+                "rss_after_close": rss_kib(pid)}
+
+    def daemon_active(self) -> int:
+        import json
+        p = self.daemon.cli("status", "--json", check=False, timeout=10)
+        try:
+            return int(json.loads(p.stdout)["counters"]["active"])
+        except (ValueError, KeyError, TypeError):
+            return -1
+
+    # ---- profile
+
+    def profile(self) -> str:
+        """perf record (DWARF call graphs) of interlockd during one -C run: the share of its CPU
+        time by library, and the inclusive share of the frames of Interlock's own stages."""
+        pid = self.daemon.pid
+        data = self.dir / "perf.data"
+        secs = min(SECONDS, 8)
+        perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-o", str(data),
+                                 "-p", str(pid), "--", "sleep", str(secs)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pgbench("interlock", WORKLOADS[1][2], secs)
+        perf.wait(timeout=secs + 60)
+        base = ["perf", "report", "-i", str(data), "--stdio", "-g", "none"]
+        dso = subprocess.run(base + ["--no-children", "--sort", "dso", "--percent-limit", "1"],
+                             capture_output=True, text=True, timeout=600).stdout
+        sym = subprocess.run(base + ["--children", "--sort", "sym", "--percent-limit", "0.5"],
+                             capture_output=True, text=True, timeout=600).stdout
+        stages = [
+            ("audit writer thread (Audit.Writer.run)", r"5Audit0A6WriterC3run"),
+            ("  SQLite statement preparation (sqlite3_prepare_v3)", r"sqlite3_prepare_v3"),
+            ("  GRDB fetchOne in the commit", r"StatementColumnD0RzrlE8fetchOne_3sql"),
+            ("admission (AdmissionHandler.channelActive)", r"16AdmissionHandlerC13channelActive7context.*_tF$"),
+            ("  identity (IdentityResolver.resolve)", r"16IdentityResolverC7resolve"),
+            ("    process lookup via cgroup.procs and /proc", r"16IdentityResolverC7process6owning"),
+            ("  owner (SockDiag.owner)", r"8SockDiagC5owner6client11destination.*_AKtKF$"),
+            ("  original destination (SO_ORIGINAL_DST)", r"19OriginalDestinationO5query"),
+            ("  audit append on the event loop (Audit.Log.append)", r"5Audit0A3LogC6append4kind"),
+            ("upstream connect (AdmissionHandler.connectUpstream)", r"16AdmissionHandlerC15connectUpstream"),
+            ("forwarding (GlueHandler.channelReadComplete)", r"11GlueHandlerC19channelReadComplete"),
+            ("close (GlueHandler.channelInactive)", r"11GlueHandlerC15channelInactive"),
+            ("kernel: close(2)", r"\] __x64_sys_close$"),
+            ("kernel: connect(2)", r"\] __x64_sys_connect$"),
+            ("kernel: accept4(2)", r"\] __x64_sys_accept4$"),
+            ("kernel: epoll_wait(2)", r"\] __x64_sys_epoll_wait$"),
+        ]
+        lines = ["share of interlockd's CPU samples by library (self):"]
+        lines += ["  " + l.strip() for l in dso.splitlines() if l.strip() and not l.startswith("#")][:8]
+        lines.append("inclusive share of stages (children included):")
+        for label, pattern in stages:
+            best = None
+            for l in sym.splitlines():
+                parts = l.split(None, 3)
+                if len(parts) == 4 and parts[0].endswith("%") and re.search(pattern, l.strip()):
+                    v = float(parts[0].rstrip("%"))
+                    best = v if best is None else max(best, v)
+            lines.append(f"  {label:<58} {fmt(best, 1, ' %') if best is not None else '< 0.5 %'}")
+        return "\n".join(lines)
+
+    # ---- teardown
+
+    def stop(self) -> None:
+        if self.daemon is not None:
+            try:
+                self.daemon.cleanup()
+            except Exception as e:  # keep tearing down
+                log(f"daemon cleanup: {e}")
+        for name, p in self.procs.items():
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for name, p in self.procs.items():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+        if self.world is not None:
+            harness.stop_world(self.world, keep=False)
+        subprocess.run(["rm", "-rf", str(self.dir)], check=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=0, suffix=""):
+    if x is None:
+        return "–"
+    return f"{x:,.{nd}f}{suffix}"
+
+
+def report(results: list[dict], rounds: int, idle: list[dict], env: dict, prof: str | None) -> str:
+    by = {}
+    for r in results:
+        by.setdefault((r["workload"], r["variant"]), []).append(r)
+
+    def ratio(w, v, key="tps"):
+        """Median over rounds of (variant / direct in the same round)."""
+        xs = []
+        for rnd in range(rounds):
+            a = [r for r in by.get((w, v), []) if r["round"] == rnd and r.get(key)]
+            d = [r for r in by.get((w, "direct"), []) if r["round"] == rnd and r.get(key)]
+            if a and d:
+                xs.append(a[0][key] / d[0][key])
+        return med(xs)
+
+    def m(w, v, key):
+        return med([r.get(key) for r in by.get((w, v), []) if "error" not in r])
+
+    L = []
+    L.append(f"Interlock benchmark, {env['date']}; {env['cpus']} CPUs ({env['cpu_model']}), "
+             f"{env['rounds']} rounds x {SECONDS} s per run, interleaved; medians.")
+    L.append(f"interlockd: {env['bin']} ({env['commit']}); {env['pg']}; {env['pgbouncer']}; {env['haproxy']}.")
+    L.append(f"Machine load average during runs: median {fmt(env['load_med'], 2)}, max {fmt(env['load_max'], 2)}; "
+             f"CPU busy during runs: median {fmt(env['busy_med'] * 100, 0)} %.")
+    L.append("")
+    L.append("| workload | variant | TPS | vs direct | latency avg (ms) | connect avg (ms) | proxy CPU µs/tx | failed runs |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for wname, wdesc, _ in WORKLOADS:
+        for v in VARIANTS:
+            rs = by.get((wname, v), [])
+            bad = sum(1 for r in rs if "error" in r or r.get("failed"))
+            L.append(f"| `pgbench {wdesc}` | {v} | {fmt(m(wname, v, 'tps'))} | "
+                     f"{fmt(ratio(wname, v), 2) if v != 'direct' else '1.00'} | {fmt(m(wname, v, 'lat_ms'), 3)} | "
+                     f"{fmt(m(wname, v, 'conn_ms'), 3)} | {fmt(m(wname, v, 'cpu_us_tx'), 1)} | {bad}/{len(rs)} |")
+    L.append("")
+
+    # Added latency per new connection (from -C): difference of the medians of pgbench's latency average.
+    L.append("interlockd CPU per transaction by thread (medians, µs): NIO event loops (accept, "
+             "SO_ORIGINAL_DST, sock_diag, identity, forwarding) and the other threads (mostly the audit writer):")
+    L.append("")
+    L.append("| workload | event loops | other threads (audit writer) | total |")
+    L.append("| --- | ---: | ---: | ---: |")
+    for wname, wdesc, _ in WORKLOADS:
+        L.append(f"| `pgbench {wdesc}` | {fmt(m(wname, 'interlock', 'loops_us_tx'), 1)} | "
+                 f"{fmt(m(wname, 'interlock', 'other_us_tx'), 1)} | {fmt(m(wname, 'interlock', 'cpu_us_tx'), 1)} |")
+    L.append("")
+
+    L.append("Added latency per new connection (pgbench -C: latency average of the variant minus the reference):")
+    L.append("")
+    L.append("| workload | interlock − direct | interlock − haproxy | haproxy − direct | pgbouncer − direct |")
+    L.append("| --- | ---: | ---: | ---: | ---: |")
+    added = {}
+    for wname, wdesc, _ in WORKLOADS[1:]:
+        d, h, i, b = (m(wname, v, "lat_ms") for v in ("direct", "haproxy", "interlock", "pgbouncer"))
+        us = lambda a, c: (a - c) * 1000 if a is not None and c is not None else None  # noqa: E731
+        added[wname] = (us(i, d), us(i, h))
+        L.append(f"| `pgbench {wdesc}` | {fmt(us(i, d), 0, ' µs')} | {fmt(us(i, h), 0, ' µs')} | "
+                 f"{fmt(us(h, d), 0, ' µs')} | {fmt(us(b, d), 0, ' µs')} |")
+    L.append("")
+
+    L.append(f"Memory per idle connection ({IDLE_N} plain TCP connections opened and held; VmRSS of the proxy):")
+    L.append("")
+    L.append("| proxy | held | RSS before (KiB) | RSS with them (KiB) | KiB per connection | RSS after close (KiB) |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in idle:
+        note = " (client slot only: no startup packet, so no server connection)" if r["variant"] == "pgbouncer" else ""
+        L.append(f"| {r['variant']}{note} | {r['held']} | {fmt(r['rss0'])} | {fmt(r['rss1'])} | "
+                 f"{fmt(r['kib_per_conn'], 2)} | {fmt(r['rss_after_close'])} |")
+    L.append("")
+
+    # Aims of issue 2.
+    def aim(ok, text, value):
+        if ok is None:
+            return f"| {text} | {value} | n/a |"
+        return f"| {text} | {value} | {'pass' if ok else 'FAIL'} |"
+
+    s_i, s_b = m("S", "interlock", "tps"), m("S", "pgbouncer", "tps")
+    c_i, c_h = m("C", "interlock", "tps"), m("C", "haproxy", "tps")
+    add_d, add_h = added.get("C1", (None, None))
+    kib = next((r["kib_per_conn"] for r in idle if r["variant"] == "interlock"), None)
+    L.append("Aims (issue 2):")
+    L.append("")
+    L.append("| aim | measured | result |")
+    L.append("| --- | --- | --- |")
+    L.append(aim(None if s_i is None or s_b is None else s_i >= s_b, "`-S` TPS ≥ pgbouncer's",
+                 f"{fmt(s_i)} vs {fmt(s_b)} ({fmt(s_i / s_b if s_i and s_b else None, 2)}x)"))
+    L.append(aim(None if c_i is None or c_h is None else c_i >= c_h, "`-C` TPS ≥ haproxy's",
+                 f"{fmt(c_i)} vs {fmt(c_h)} ({fmt(c_i / c_h if c_i and c_h else None, 2)}x)"))
+    L.append(aim(None if add_d is None else add_d < 100, "< 100 µs added per new connection (-C -c 1, vs direct)",
+                 f"{fmt(add_d, 0, ' µs')} (vs haproxy: {fmt(add_h, 0, ' µs')}; at -c 8: "
+                 f"{fmt(added.get('C', (None,))[0], 0, ' µs')})"))
+    L.append(aim(None if kib is None else kib < 12, "< 12 KiB per idle captured connection", f"{fmt(kib, 2)} KiB"))
+    L.append("")
+    if prof:
+        L.append("perf profile of interlockd during one extra `pgbench -C -S -c 8 -j 2` run:")
+        L.append("")
+        L.append("```")
+        L.append(prof)
+        L.append("```")
+        L.append("")
+    return "\n".join(L)
+
+
+def env_info(results: list[dict]) -> dict:
+    def first(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except Exception:
+            return "?"
+
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    b = Path(os.environ.get("INTERLOCK_BIN_DIR", "")) / "interlockd"
+    commit = first(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "bin": str(b),
+        "commit": f"checkout at {commit}, binary built {time.strftime('%Y-%m-%d %H:%M', time.localtime(b.stat().st_mtime))}",
+        "pg": first(["pgbench", "--version"]),
+        "pgbouncer": first(["pgbouncer", "--version"]),
+        "haproxy": " ".join(first(["haproxy", "-v"]).split()[:3]),
+        "load_med": med([r["load"] for r in results]),
+        "load_max": max((r["load"] for r in results), default=None),
+        "busy_med": med([r["busy"] for r in results]) or 0,
+        "rounds": REPS,
+    }
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("bench: run as root (bench/run.sh)", file=sys.stderr)
+        return 1
+    # Room for 1,000 idle connections (two descriptors each in a proxy); inherited by everything below.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(65536, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    b = Bench()
+    results: list[dict] = []
+    idle: list[dict] = []
+    prof = None
+    try:
+        b.start()
+        # Memory first, on freshly started proxies (before the load leaves allocator state behind).
+        for v in ("interlock", "haproxy", "pgbouncer"):
+            log(f"idle connections: {IDLE_N} through {v}")
+            idle.append(b.idle_rss(v))
+            log(f"  {idle[-1]}")
+        log("warm-up: one 3 s run per workload and variant (not counted)")
+        for wname, _, args in WORKLOADS:
+            for v in VARIANTS:
+                r = b.pgbench(v, args, 3)
+                if "error" in r:
+                    raise RuntimeError(f"warm-up {wname}/{v} failed: {r['error']}")
+        total = REPS * len(WORKLOADS) * len(VARIANTS)
+        log(f"{REPS} rounds x {len(WORKLOADS)} workloads x {len(VARIANTS)} variants x {SECONDS} s "
+            f"(~{total * (SECONDS + 1) // 60 + 1} min)")
+        for rnd in range(REPS):
+            for wi, (wname, _, args) in enumerate(WORKLOADS):
+                k = (rnd + wi) % len(VARIANTS)
+                order = VARIANTS[k:] + VARIANTS[:k]  # rotate who goes first
+                for v in order:
+                    r = b.pgbench(v, args, SECONDS)
+                    r.update(workload=wname, round=rnd)
+                    results.append(r)
+                    log(f"round {rnd + 1}/{REPS} {wname:>2} {v:<9} tps={fmt(r['tps'])} lat={fmt(r['lat_ms'], 3)} ms "
+                        f"cpu/tx={fmt(r['cpu_us_tx'], 1)} µs load={r['load']:.2f}")
+        if PROFILE and subprocess.run(["which", "perf"], capture_output=True).returncode == 0:
+            log("perf record of interlockd during one -C run")
+            prof = b.profile()
+        env = env_info(results)
+    finally:
+        log("teardown")
+        b.stop()
+    text = report(results, REPS, idle, env, prof)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text + "\n")
+    print(text)
+    log(f"report written to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:
+        print(f"bench: interrupted ({e}); cleaned up", file=sys.stderr)
+        sys.exit(130)
