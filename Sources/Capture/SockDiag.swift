@@ -31,11 +31,13 @@ public struct SocketOwner: Sendable, Equatable {
 /// each request carries a fresh sequence number and stale answers are dropped, and a receive
 /// timeout bounds the wait so a kernel that never answers cannot hang the event loop.
 public final class SockDiag: Sendable {
-    private let connection: Mutex<SockDiagSocket>
+    private let connection: Mutex<NetlinkRequester>
 
     /// Opens the netlink socket. It belongs to the network namespace of the calling thread.
     public init() throws {
-        connection = Mutex(try SockDiagSocket(receiveTimeoutMilliseconds: 250))
+        connection = Mutex(
+            try NetlinkRequester(
+                netlinkProtocol: InetDiagWire.netlinkSockDiag, name: "sock_diag", receiveTimeoutMilliseconds: 250))
     }
 
     /// The owner of the TCP socket that `client` uses to talk to `destination`, as the client
@@ -230,53 +232,7 @@ enum InetDiagWire {
 
 // MARK: - The socket
 
-/// The one netlink socket of a `SockDiag`, with its buffers. Only used under the mutex.
-private final class SockDiagSocket {
-    private let fd: Int32
-    private var sequence: UInt32
-    private let sendBuffer: UnsafeMutableRawBufferPointer
-    private let receiveBuffer: UnsafeMutableRawBufferPointer
-
-    init(receiveTimeoutMilliseconds: Int) throws {
-        let fd = socket(
-            AF_NETLINK,
-            Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
-            InetDiagWire.netlinkSockDiag
-        )
-        guard fd >= 0 else {
-            throw captureErrno(.netlink, "cannot open a NETLINK_SOCK_DIAG socket")
-        }
-        var timeout = timeval(
-            tv_sec: receiveTimeoutMilliseconds / 1000,
-            tv_usec: (receiveTimeoutMilliseconds % 1000) * 1000
-        )
-        // struct sockaddr_nl { sa_family_t nl_family; u16 nl_pad; u32 nl_pid; u32 nl_groups; }:
-        // pid 0 is the kernel.
-        var kernel = sockaddr_storage()
-        withUnsafeMutableBytes(of: &kernel) { $0.storeBytes(of: sa_family_t(AF_NETLINK), as: sa_family_t.self) }
-        let ok =
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0
-            && withUnsafePointer(to: &kernel) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, 12) == 0 }
-            }
-        guard ok else {
-            let error = captureErrno(.netlink, "cannot set up the NETLINK_SOCK_DIAG socket")
-            close(fd)
-            throw error
-        }
-        self.fd = fd
-        // Start somewhere unpredictable so two SockDiag instances do not share sequence numbers.
-        self.sequence = UInt32.random(in: 1...UInt32.max / 2)
-        self.sendBuffer = .allocate(byteCount: 128, alignment: 8)
-        self.receiveBuffer = .allocate(byteCount: 16384, alignment: 8)
-    }
-
-    deinit {
-        close(fd)
-        sendBuffer.deallocate()
-        receiveBuffer.deallocate()
-    }
-
+extension NetlinkRequester {
     func lookup(client: Endpoint, destination: Endpoint) throws -> SocketOwner {
         guard client.address.isIPv6 == destination.address.isIPv6 else {
             throw CaptureError(
@@ -285,58 +241,20 @@ private final class SockDiagSocket {
                 errno: nil
             )
         }
-        sequence &+= 1
-        if sequence == 0 { sequence = 1 }
-        let length = InetDiagWire.encodeRequest(
-            into: sendBuffer,
-            sequence: sequence,
-            client: client,
-            destination: destination
-        )
-        while send(fd, sendBuffer.baseAddress, length, 0) < 0 {
-            if errno == EINTR { continue }
-            throw captureErrno(.netlink, "sock_diag request for \(client) -> \(destination) failed")
-        }
-        // The kernel answers synchronously, so the reply is normally queued already; a few
-        // reads at most skip stale answers to earlier requests that timed out.
-        for _ in 0..<16 {
-            let n = recv(fd, receiveBuffer.baseAddress, receiveBuffer.count, 0)
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EAGAIN || errno == EWOULDBLOCK {
-                    throw CaptureError(
-                        code: .netlink,
-                        message: "sock_diag: no answer from the kernel for \(client) -> \(destination)",
-                        errno: errno
-                    )
+        return try exchange(
+            "\(client) -> \(destination)",
+            encode: { buffer, sequence in
+                InetDiagWire.encodeRequest(into: buffer, sequence: sequence, client: client, destination: destination)
+            },
+            decode: { datagram, sequence in
+                switch InetDiagWire.decodeReplies(
+                    datagram, sequence: sequence, client: client, destination: destination)
+                {
+                case .ignore: .keepReading
+                case .owner(let owner): .done(.success(owner))
+                case .failure(let code, let message, let error):
+                    .done(.failure(CaptureError(code: code, message: message, errno: error)))
                 }
-                throw captureErrno(.netlink, "sock_diag receive failed")
-            }
-            let reply = InetDiagWire.decodeReplies(
-                UnsafeRawBufferPointer(rebasing: receiveBuffer[0..<n]),
-                sequence: sequence,
-                client: client,
-                destination: destination
-            )
-            switch reply {
-            case .ignore:
-                continue
-            case .owner(let owner):
-                return owner
-            case .failure(let code, let message, let error):
-                throw CaptureError(code: code, message: message, errno: error)
-            }
-        }
-        throw CaptureError(
-            code: .netlink,
-            message: "sock_diag: no matching answer for \(client) -> \(destination)",
-            errno: nil
-        )
+            })
     }
-}
-
-/// A `CaptureError` carrying the current `errno` (its text is shown by `description`).
-private func captureErrno(_ code: CaptureError.Code, _ message: String) -> CaptureError {
-    let e = errno
-    return CaptureError(code: e == EPERM || e == EACCES ? .permission : code, message: message, errno: e)
 }

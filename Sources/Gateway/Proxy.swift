@@ -13,6 +13,10 @@ import Glibc
 /// (`SO_ORIGINAL_DST`, `NETLINK_SOCK_DIAG`); tests substitute their own.
 public protocol ConnectionInspector: Sendable {
     func originalDestination(of channel: any Channel) -> EventLoopFuture<Endpoint>
+    /// The client's own endpoint. Usually the accepted peer address, but NAT may have given a
+    /// redirected connection another source port (when its reply tuple would clash with another
+    /// connection's); the client's socket still has the original one.
+    func clientEndpoint(peer: Endpoint, listener: Endpoint, destination: Endpoint) throws -> Endpoint
     func owner(client: Endpoint, destination: Endpoint) throws -> SocketOwner
     func identity(of owner: SocketOwner) -> Identity
 }
@@ -20,11 +24,24 @@ public protocol ConnectionInspector: Sendable {
 /// The kernel-backed inspector used by the daemon.
 public struct KernelInspector: ConnectionInspector {
     let sockDiag: SockDiag
+    let conntrack: Conntrack
     let resolver: IdentityResolver
 
-    public init(sockDiag: SockDiag, resolver: IdentityResolver) {
+    public init(sockDiag: SockDiag, conntrack: Conntrack, resolver: IdentityResolver) {
         self.sockDiag = sockDiag
+        self.conntrack = conntrack
         self.resolver = resolver
+    }
+
+    public func clientEndpoint(peer: Endpoint, listener: Endpoint, destination: Endpoint) throws -> Endpoint {
+        let original = try conntrack.originalTuple(replySource: listener, replyDestination: peer)
+        guard original.destination == destination else {
+            throw CaptureError(
+                code: .notFound,
+                message: "conntrack says \(original.source) -> \(original.destination), "
+                    + "but the original destination is \(destination)")
+        }
+        return original.source
     }
 
     public func originalDestination(of channel: any Channel) -> EventLoopFuture<Endpoint> {
@@ -114,15 +131,21 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func admit(context: ChannelHandlerContext, source: Endpoint, destination: Endpoint, redirected: Bool) {
+    private func admit(context: ChannelHandlerContext, source peer: Endpoint, destination: Endpoint, redirected: Bool) {
         let policy = gateway.runtime.policy
         let owner: SocketOwner
+        let source: Endpoint
         do {
+            if redirected, let listener = Endpoint(context.channel.localAddress) {
+                source = try gateway.inspector.clientEndpoint(peer: peer, listener: listener, destination: destination)
+            } else {
+                source = peer
+            }
             owner = try gateway.inspector.owner(client: source, destination: destination)
         } catch {
             // Fail closed: a connection whose owner the kernel cannot name is not forwarded.
             logger.warning("socket owner lookup failed; refusing", metadata: ["error": "\(error)"])
-            recordRefusalWithoutOwner(context: context, source: source, destination: destination, error: "\(error)")
+            recordRefusalWithoutOwner(context: context, source: peer, destination: destination, error: "\(error)")
             return
         }
         let identity = gateway.inspector.identity(of: owner)

@@ -115,6 +115,12 @@ do {
 } catch {
     die("cannot open NETLINK_SOCK_DIAG: \(error)")
 }
+let conntrack: Conntrack
+do {
+    conntrack = try Conntrack()
+} catch {
+    die("cannot open the conntrack netlink socket: \(error)")
+}
 let port = settings.daemon.listenPort
 let runtime = Runtime(
     policy: initialPolicy, policyPath: options.config, audit: audit, accounts: accounts,
@@ -140,7 +146,8 @@ do {
 
 let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
 let gateway = Gateway(
-    runtime: runtime, inspector: KernelInspector(sockDiag: sockDiag, resolver: IdentityResolver()), group: group,
+    runtime: runtime,
+    inspector: KernelInspector(sockDiag: sockDiag, conntrack: conntrack, resolver: IdentityResolver()), group: group,
     logger: logger)
 let controlService = ControlService(runtime: runtime, version: interlockVersion, logger: logger) {
     kill(getpid(), SIGTERM)

@@ -22,6 +22,10 @@ struct FakeInspector: ConnectionInspector {
         channel.eventLoop.makeSucceededFuture(destination)
     }
 
+    func clientEndpoint(peer: Endpoint, listener: Endpoint, destination: Endpoint) throws -> Endpoint {
+        peer
+    }
+
     func owner(client: Endpoint, destination: Endpoint) throws -> SocketOwner {
         if failOwner { throw CaptureError(code: .notFound, message: "no such socket") }
         return SocketOwner(uid: uid, inode: 1, cgroupID: nil)
