@@ -49,7 +49,9 @@ REMOTE6 = "2001:db8:18::10"
 HOST4 = "198.18.0.1"
 LISTEN_PORT = 15001
 HTTP_FILE_SIZE = 1_234_567  # bytes served by the HTTP server as /blob.bin
-CGROUP_SLICE = "interlock-test.slice"
+# One slice per test process: concurrent runs (a developer's and a benchmark's) must not remove each
+# other's unit cgroup.
+CGROUP_SLICE = f"interlock-test-{os.getpid()}.slice"
 CGROUP_UNIT = "ci-job.service"
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
