@@ -86,6 +86,23 @@ else
     record build FAILED
 fi
 
+# ---------------------------------------------------------------------------------------------------
+stage "format (swift format, .swift-format)"
+# The tree must be what `swift format` makes of it: reformat each file to stdout and diff.
+unformatted=()
+while IFS= read -r -d '' f; do
+    if ! swift format format "$f" 2>/dev/null | cmp -s - "$f"; then
+        unformatted+=("$f")
+    fi
+done < <(git ls-files -z 'Sources/*.swift' 'Tests/*.swift' 'Package.swift')
+if [ ${#unformatted[@]} -eq 0 ]; then
+    record format ok
+else
+    printf 'not formatted (run: swift format format -i -r Sources Tests):\n' >&2
+    printf '  %s\n' "${unformatted[@]}" >&2
+    record format FAILED "${#unformatted[@]} file(s)"
+fi
+
 # Count test cases in JUnit/xUnit XML files: prints "passed failed skipped".
 count_xml() {
     "$PY" - "$@" <<'EOF'
