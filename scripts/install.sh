@@ -64,19 +64,12 @@ install -d -m 0755 "$CONF_DIR"
 if [ -e "$CONF" ]; then
     echo "    $CONF exists; left unchanged"
 else
-    example=
-    for candidate in "$REPO/docs/interlock.example.yaml" "$REPO/etc/interlock.example.yaml" \
-        "$REPO/examples/interlock.yaml" "$REPO/interlock.example.yaml"; do
-        [ -f "$candidate" ] && { example=$candidate; break; }
-    done
-    if [ -n "$example" ]; then
-        install -m 0644 "$example" "$CONF"
-        echo "    $CONF written from ${example#"$REPO"/}"
-    else
-        # No example in this checkout: a policy that captures nobody until an operator names accounts.
-        cat >"$CONF" <<'EOF'
-# Interlock policy. Name the service accounts to capture, then: systemctl restart interlockd
-# (or `interlock reload`). Check a change first with: interlock policy check /etc/interlock/interlock.yaml
+    # A fresh host has none of the example's accounts: start from a policy that captures nobody,
+    # with the documented example beside it.
+    cat >"$CONF" <<'EOF'
+# Interlock policy; every key is documented in interlock.example.yaml beside this file.
+# Name the service accounts to capture, check with `interlock policy check FILE`, then
+# `interlock reload` (or `systemctl reload interlockd`).
 daemon:
   user: interlock
   listen_port: 15001
@@ -88,14 +81,15 @@ audit:
 capture:
   users: []
   groups: []
-  unregistered: record
+  unregistered: deny
   dns: allow
 resources: []
 EOF
-        chmod 0644 "$CONF"
-        echo "    $CONF written (captures nobody yet)"
-    fi
+    chmod 0644 "$CONF"
+    echo "    $CONF written (captures nobody yet)"
 fi
+install -m 0644 "$REPO/examples/interlock.yaml" "$CONF_DIR/interlock.example.yaml"
+echo "    $CONF_DIR/interlock.example.yaml: every key, documented"
 "$PREFIX/bin/interlock" policy check "$CONF" || die "$CONF does not validate; fix it before starting the service"
 
 # State and runtime directories (systemd's StateDirectory/RuntimeDirectory do the same under systemd).
