@@ -142,7 +142,8 @@ final class AuditWriter: @unchecked Sendable {
                     rejected.removeAll()
                     // Indexes are assigned from the database inside the transaction: a failed batch
                     // consumes none, and nothing else can make them drift.
-                    let last = try Int64.fetchOne(db, sql: "SELECT coalesce(max(idx), 0) FROM entries") ?? 0
+                    let last =
+                        try Int64.fetchOne(db.cachedStatement(sql: "SELECT coalesce(max(idx), 0) FROM entries")) ?? 0
                     var next = UInt64(last) + 1
                     let insert = try db.cachedStatement(
                         sql:

@@ -37,7 +37,25 @@ public final class IdentityResolver: Sendable {
         var groups: [String]
     }
 
+    /// The process found for a (cgroup, uid) pair, reused for `processTTL` while it still runs:
+    /// a service that opens many connections (a pool, `pgbench -C`) is looked up once, not per
+    /// connection.
+    private struct ProcessKey: Hashable {
+        var cgroupID: UInt64
+        var uid: UInt32
+    }
+
+    private struct ProcessInfo {
+        var expires: ContinuousClock.Instant
+        var pid: Int32
+        var executable: String?
+        var commandLine: [String]?
+    }
+
+    static let processTTL: Duration = .seconds(1)
+
     private struct State {
+        var processes: [ProcessKey: ProcessInfo] = [:]
         var names: [UInt32: (expires: ContinuousClock.Instant, names: Names?)] = [:]
         var cgroups: [UInt64: String] = [:]
         var lastRescan: ContinuousClock.Instant? = nil
@@ -102,13 +120,36 @@ public final class IdentityResolver: Sendable {
         if let id = owner.cgroupID, let path = cgroupPath(id: id) {
             identity.cgroup = path
             identity.unit = Self.unit(ofCgroup: path)
-            if let pid = process(owning: owner, cgroupPath: path) {
-                identity.pid = pid
-                identity.executable = executable(pid: pid)
-                identity.commandLine = commandLine(pid: pid)
+            if let info = processInfo(owner: owner, cgroupID: id, cgroupPath: path) {
+                identity.pid = info.pid
+                identity.executable = info.executable
+                identity.commandLine = info.commandLine
             }
         }
         return identity
+    }
+
+    private func processInfo(owner: SocketOwner, cgroupID: UInt64, cgroupPath path: String) -> ProcessInfo? {
+        let key = ProcessKey(cgroupID: cgroupID, uid: owner.uid)
+        let t = now()
+        if let cached = state.withLock({ $0.processes[key] }), cached.expires > t {
+            // Still the owner? A readable fd table must show the socket; an unreadable one only
+            // tells that the process still runs as that uid.
+            switch holdsSocket(pid: cached.pid, link: "socket:[\(owner.inode)]", inode: owner.inode) {
+            case .yes: return cached
+            case .unknown where runsAs(pid: cached.pid, uid: owner.uid): return cached
+            case .unknown, .no: break
+            }
+        }
+        guard let pid = process(owning: owner, cgroupPath: path) else { return nil }
+        let info = ProcessInfo(
+            expires: t.advanced(by: Self.processTTL), pid: pid, executable: executable(pid: pid),
+            commandLine: commandLine(pid: pid))
+        state.withLock { state in
+            if state.processes.count > 4096 { state.processes.removeAll(keepingCapacity: true) }
+            state.processes[key] = info
+        }
+        return info
     }
 
     // MARK: - Names

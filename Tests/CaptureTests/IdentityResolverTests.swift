@@ -214,6 +214,35 @@ final class ManualTime: Sendable {
         #expect(identity.commandLine == ["etl", "--once"])
     }
 
+    @Test func processIsCachedPerCgroupAndUIDWhileItRuns() throws {
+        let host = try FakeHost()
+        let time = ManualTime()
+        let id = try host.cgroup("/system.slice/pool.service", pids: [20])
+        try host.process(20, uid: 1001, exe: "/usr/bin/pool", cmdline: ["pool"], fdReadable: false)
+        let r = resolver(host, time: time)
+        #expect(r.resolve(SocketOwner(uid: 1001, inode: 1, cgroupID: id)).pid == 20)
+        // The command line changes on disk: within the TTL the cached process is used.
+        try Data("changed\0".utf8).write(to: URL(fileURLWithPath: host.proc + "/20/cmdline"))
+        #expect(r.resolve(SocketOwner(uid: 1001, inode: 2, cgroupID: id)).commandLine == ["pool"])
+        // The process exits: the cache does not outlive it.
+        try FileManager.default.removeItem(atPath: host.proc + "/20")
+        #expect(r.resolve(SocketOwner(uid: 1001, inode: 3, cgroupID: id)).pid == nil)
+        // Back, and the TTL passed: looked up afresh.
+        try host.process(20, uid: 1001, exe: "/usr/bin/pool", cmdline: ["pool", "-v"], fdReadable: false)
+        time.advance(.seconds(2))
+        #expect(r.resolve(SocketOwner(uid: 1001, inode: 4, cgroupID: id)).commandLine == ["pool", "-v"])
+    }
+
+    @Test func cachedProcessWithAReadableFdTableMustHoldTheSocket() throws {
+        let host = try FakeHost()
+        let id = try host.cgroup("/system.slice/two.service", pids: [30, 31])
+        try host.process(30, uid: 1001, sockets: [100])
+        try host.process(31, uid: 1001, sockets: [200])
+        let r = resolver(host)
+        #expect(r.resolve(SocketOwner(uid: 1001, inode: 100, cgroupID: id)).pid == 30)
+        #expect(r.resolve(SocketOwner(uid: 1001, inode: 200, cgroupID: id)).pid == 31)
+    }
+
     @Test func twoUnreadableCandidatesGiveNoPid() throws {
         let host = try FakeHost()
         let id = try host.cgroup("/system.slice/etl.service", pids: [10, 11])
