@@ -34,6 +34,9 @@ final class AuditWriter: @unchecked Sendable {
     private var committedTransactions = 0
     private var failedTransactions = 0
     private var maximumBatch = 0
+    /// The next index, known after the first commit (only the writer thread touches it; a failed
+    /// transaction forgets it so it is read again from the database).
+    private var nextIndex: UInt64?
 
     init(
         pool: DatabasePool,
@@ -137,14 +140,24 @@ final class AuditWriter: @unchecked Sendable {
         committed.reserveCapacity(batch.count)
         do {
             try pool.writeWithoutTransaction { db in
-                try db.inTransaction(.immediate) {
+                // One transaction per batch, with statements prepared once: at low concurrency every
+                // entry is its own batch, and parsing BEGIN/COMMIT each time was a measurable cost.
+                try db.cachedStatement(sql: "BEGIN IMMEDIATE").execute()
+                do {
                     committed.removeAll(keepingCapacity: true)
                     rejected.removeAll()
-                    // Indexes are assigned from the database inside the transaction: a failed batch
-                    // consumes none, and nothing else can make them drift.
-                    let last =
-                        try Int64.fetchOne(db.cachedStatement(sql: "SELECT coalesce(max(idx), 0) FROM entries")) ?? 0
-                    var next = UInt64(last) + 1
+                    // The next index is read from the database once, and again after any failed
+                    // transaction (which consumes none); the insert trigger refuses anything but
+                    // max(idx)+1, so the writer's copy cannot drift unnoticed.
+                    var next: UInt64
+                    if let known = nextIndex {
+                        next = known
+                    } else {
+                        let last =
+                            try Int64.fetchOne(db.cachedStatement(sql: "SELECT coalesce(max(idx), 0) FROM entries"))
+                            ?? 0
+                        next = UInt64(last) + 1
+                    }
                     let insert = try db.cachedStatement(
                         sql:
                             "INSERT INTO entries (idx, time_us, kind, user, resource, session, body) "
@@ -175,7 +188,12 @@ final class AuditWriter: @unchecked Sendable {
                         )
                         next += 1
                     }
-                    return .commit
+                    try db.cachedStatement(sql: "COMMIT").execute()
+                    nextIndex = next
+                } catch {
+                    nextIndex = nil
+                    if db.isInsideTransaction { try? db.execute(sql: "ROLLBACK") }
+                    throw error
                 }
             }
         } catch {

@@ -135,6 +135,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
 
+    /// Connection counters since start; the byte counts cover sessions that have ended.
     public struct Counters: Codable, Sendable, Equatable {
         public var accepted: UInt64 = 0
         public var forwarded: UInt64 = 0

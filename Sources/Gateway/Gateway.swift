@@ -68,6 +68,8 @@ public final class Gateway: Sendable {
         if s.forwarded {
             counters.active.subtract(1, ordering: .relaxed)
         }
+        counters.bytesUp.add(s.bytesUp, ordering: .relaxed)
+        counters.bytesDown.add(s.bytesDown, ordering: .relaxed)
         registry.remove(s)
         let reason = s.reason ?? .error
         var fields: [String: AuditValue] = [

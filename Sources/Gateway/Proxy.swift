@@ -261,7 +261,7 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
             fail(context: context, session: session, reason: .connectFailed, error: error)
             return
         }
-        let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session, counters: gateway.counters)
+        let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)
         let markOption = ChannelOptions.Types.SocketOption(
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_MARK))
         let bound = NIOLoopBound((self, context, session, clientGlue), eventLoop: context.eventLoop)
@@ -342,21 +342,19 @@ final class GlueHandler: ChannelDuplexHandler {
 
     let side: Side
     let session: ProxySession
-    let counters: Counters
     private var partner: GlueHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var inputClosed = false
 
-    private init(side: Side, session: ProxySession, counters: Counters) {
+    private init(side: Side, session: ProxySession) {
         self.side = side
         self.session = session
-        self.counters = counters
     }
 
-    static func matchedPair(session: ProxySession, counters: Counters) -> (client: GlueHandler, upstream: GlueHandler) {
-        let c = GlueHandler(side: .client, session: session, counters: counters)
-        let u = GlueHandler(side: .upstream, session: session, counters: counters)
+    static func matchedPair(session: ProxySession) -> (client: GlueHandler, upstream: GlueHandler) {
+        let c = GlueHandler(side: .client, session: session)
+        let u = GlueHandler(side: .upstream, session: session)
         c.partner = u
         u.partner = c
         return (c, u)
@@ -405,13 +403,11 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let n = UInt64(unwrapInboundIn(data).readableBytes)
+        // Per session only: the process-wide counters are shared by every event loop, and an
+        // atomic add per read made both cores fight over one cache line. They are added at close.
         switch side {
-        case .client:
-            session.bytesUp += n
-            counters.bytesUp.add(n, ordering: .relaxed)
-        case .upstream:
-            session.bytesDown += n
-            counters.bytesDown.add(n, ordering: .relaxed)
+        case .client: session.bytesUp += n
+        case .upstream: session.bytesDown += n
         }
         partner?.partnerWrite(data)
     }

@@ -89,7 +89,7 @@ struct Status: ParsableCommand {
         for r in s.resources { print("  \(r)") }
         let c = s.counters
         print("sessions:   \(c.active) active, \(c.accepted) accepted, \(c.forwarded) forwarded, \(c.refused) refused")
-        print("bytes:      \(c.bytesUp) up, \(c.bytesDown) down")
+        print("bytes:      \(c.bytesUp) up, \(c.bytesDown) down (sessions that ended)")
         print("evidence:   \(s.auditDatabase), last index \(s.auditLastIndex)")
     }
 }
