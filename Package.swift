@@ -36,6 +36,26 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // SQL lexer and statement classifier (PostgreSQL dialect first). Pure, no dependencies.
+        .target(name: "SQL"),
+        // Content detectors and mask functions over bytes.
+        .target(
+            name: "Masking",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // PostgreSQL protocol 3.0: messages, codecs, authentication, session state machines. No I/O.
+        .target(
+            name: "PostgresWire",
+            dependencies: [
+                "Policy", "Masking", "SQL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
+        ),
         // The kernel side: nftables ruleset as a value, original destination, socket owner, identity.
         .target(
             name: "Capture",
@@ -87,6 +107,16 @@ let package = Package(
             ]
         ),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
+        .testTarget(name: "SQLTests", dependencies: ["SQL"]),
+        .testTarget(name: "MaskingTests", dependencies: ["Masking"]),
+        .testTarget(
+            name: "PostgresWireTests",
+            dependencies: [
+                "PostgresWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
+        ),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Policy"]),
         .testTarget(name: "AuditTests", dependencies: ["Audit"]),
         .testTarget(name: "ControlTests", dependencies: ["Control"]),

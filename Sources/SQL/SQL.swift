@@ -1,0 +1,1 @@
+/// The SQL lexer and classifier; see Lexer.swift.
