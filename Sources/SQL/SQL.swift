@@ -1,1 +1,0 @@
-/// The SQL lexer and classifier; see Lexer.swift.
