@@ -7,18 +7,45 @@ public struct PolicyConfig: Sendable, Equatable {
     public var daemon: DaemonSettings
     public var audit: AuditSettings
     public var capture: CaptureSettings
+    public var postgres: PostgresSettings
     public var resources: [Resource]
+    /// The `rules:` list in file order; compile it once with `CompiledRules(_:)`.
+    public var rules: [Rule]
 
     public init(
         path: String, daemon: DaemonSettings = .init(), audit: AuditSettings = .init(),
-        capture: CaptureSettings = .init(), resources: [Resource] = []
+        capture: CaptureSettings = .init(), postgres: PostgresSettings = .init(), resources: [Resource] = [],
+        rules: [Rule] = []
     ) {
         self.path = path
         self.daemon = daemon
         self.audit = audit
         self.capture = capture
+        self.postgres = postgres
         self.resources = resources
+        self.rules = rules
     }
+
+    /// The largest PostgreSQL protocol message accepted on a session to `resource`, either
+    /// direction: the resource's own `max_message_size`, else `postgres.max_message_size`.
+    public func maxMessageSize(for resource: Resource) -> Int {
+        resource.maxMessageSize ?? postgres.maxMessageSize
+    }
+}
+
+/// Daemon-wide settings of the PostgreSQL gateway (`postgres:` in the file); a resource may
+/// override them.
+public struct PostgresSettings: Sendable, Equatable {
+    /// 64 MiB: the default cap on one protocol message (length word included), either direction.
+    public static let defaultMaxMessageSize = 64 << 20
+    /// What `max_message_size` may be set to: a startup packet must fit, and PostgreSQL itself
+    /// never sends or accepts more than 1 GiB in one message.
+    public static let maxMessageSizeRange = (8 << 10)...(1 << 30)
+
+    /// A bigger message (length word included) ends the session with an `ErrorResponse`.
+    public var maxMessageSize: Int = defaultMaxMessageSize
+
+    public init() {}
 }
 
 /// Where something was written in the policy file, so later checks (an unknown user, say) can
@@ -157,12 +184,79 @@ public struct Resource: Sendable, Equatable {
     public var name: String
     public var `protocol`: ResourceProtocol
     public var target: ResourceTarget
+    /// Upstream credentials the daemon injects (postgres only); nil: the client's own
+    /// authentication passes through unchanged.
+    public var credentials: UpstreamCredentials?
+    /// TLS on both legs (postgres only).
+    public var tls: TLSSettings
+    /// Overrides `postgres.max_message_size` for this resource (postgres only).
+    public var maxMessageSize: Int?
     public var location: SourceLocation?
 
-    public init(name: String, protocol: ResourceProtocol, target: ResourceTarget, location: SourceLocation? = nil) {
+    public init(
+        name: String, protocol: ResourceProtocol, target: ResourceTarget, credentials: UpstreamCredentials? = nil,
+        tls: TLSSettings = .init(), maxMessageSize: Int? = nil, location: SourceLocation? = nil
+    ) {
         self.name = name
         self.protocol = `protocol`
         self.target = target
+        self.credentials = credentials
+        self.tls = tls
+        self.maxMessageSize = maxMessageSize
         self.location = location
+    }
+}
+
+/// The account the daemon logs in as upstream, so that the secret stays in the appliance: the
+/// client may send any user name and password (or none) and never sees this one.
+///
+/// Only where to read the password is stored, never the password: call `password?.read()` when
+/// it is needed (at policy compile or per connection) and drop the `Secret` afterwards.
+public struct UpstreamCredentials: Sendable, Hashable {
+    /// The upstream role name sent in the startup message.
+    public var user: String
+    /// Where the password is; nil when the server needs none for this user (trust, cert, peer).
+    public var password: SecretReference?
+    public var location: SourceLocation?
+
+    public init(user: String, password: SecretReference?, location: SourceLocation? = nil) {
+        self.user = user
+        self.password = password
+        self.location = location
+    }
+}
+
+/// Whether clients may negotiate TLS with the appliance on a resource's sessions.
+public enum ClientTLSMode: String, Sendable, Equatable, CaseIterable {
+    /// Answer `SSLRequest` with `N` (clients with `sslmode=require` then refuse to connect).
+    case disable
+    /// Answer `S` and terminate TLS with the appliance's certificate.
+    case offer
+}
+
+/// TLS from the daemon to the real server; the meanings are libpq's `sslmode`.
+public enum UpstreamTLSMode: String, Sendable, Equatable, CaseIterable {
+    /// Never ask for TLS.
+    case disable
+    /// Ask for TLS, continue in plain text when the server declines; no certificate check.
+    case prefer
+    /// TLS or no session; the certificate is not checked (encryption without authentication).
+    case require
+    /// TLS, certificate chained to `ca_file`, host name (or IP) of the resource in the certificate.
+    case verifyFull = "verify-full"
+}
+
+/// The `tls:` of a resource. Defaults: `client: disable`, `upstream: prefer` (libpq's default, so
+/// an unconfigured resource behaves like a direct connection did).
+public struct TLSSettings: Sendable, Hashable {
+    public var client: ClientTLSMode = .disable
+    public var upstream: UpstreamTLSMode = .prefer
+    /// Absolute path of the PEM CA bundle; required by, and only allowed with, `verify-full`.
+    public var caFile: Located<String>?
+
+    public init(client: ClientTLSMode = .disable, upstream: UpstreamTLSMode = .prefer, caFile: Located<String>? = nil) {
+        self.client = client
+        self.upstream = upstream
+        self.caFile = caFile
     }
 }

@@ -79,11 +79,15 @@ public enum ConfigLoader {
         var config = PolicyConfig(path: path)
         guard let root else { return config }  // an empty file is the defaults: nothing captured
         let doc = Walker(path: path)
-        let top = try doc.mapping(root, key: "", allowed: ["daemon", "audit", "capture", "resources"])
+        let top = try doc.mapping(
+            root, key: "", allowed: ["daemon", "audit", "capture", "postgres", "resources", "rules"])
         if let node = top["daemon"] { config.daemon = try doc.daemon(node) }
         if let node = top["audit"] { config.audit = try doc.audit(node) }
         if let node = top["capture"] { config.capture = try doc.capture(node) }
+        if let node = top["postgres"] { config.postgres = try doc.postgres(node) }
         if let node = top["resources"] { config.resources = try doc.resources(node) }
+        // After resources: rules name them.
+        if let node = top["rules"] { config.rules = try doc.rules(node, resources: config.resources) }
         return config
     }
 
@@ -105,7 +109,7 @@ public enum ConfigLoader {
 }
 
 /// Walks the node tree of one file, turning every mismatch into a ConfigError at that node.
-private struct Walker {
+struct Walker {
     let path: String
 
     func location(_ node: Node) -> SourceLocation? {
@@ -163,6 +167,35 @@ private struct Walker {
             throw fail(node, key, "expected an integer from \(range.lowerBound) to \(range.upperBound), got '\(text)'")
         }
         return value
+    }
+
+    func bool(_ node: Node, _ key: String) throws(ConfigError) -> Bool {
+        let text = try string(node, key)
+        switch text {
+        case "true": return true
+        case "false": return false
+        default: throw fail(node, key, "expected true | false, got '\(text)'")
+        }
+    }
+
+    func absolutePath(_ node: Node, _ key: String) throws(ConfigError) -> String {
+        let text = try string(node, key)
+        guard text.hasPrefix("/") else { throw fail(node, key, "expected an absolute path, got '\(text)'") }
+        guard !text.utf8.contains(0) else { throw fail(node, key, "path contains a NUL byte") }
+        return text
+    }
+
+    /// A byte count: `65536`, `512KiB`, `64MiB`, `1GiB`.
+    func size(_ node: Node, _ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        let text = try string(node, key)
+        guard let n = parseSize(text) else {
+            throw fail(node, key, "expected a size such as 65536, 512KiB, 64MiB or 1GiB, got '\(text)'")
+        }
+        guard range.contains(n) else {
+            throw fail(
+                node, key, "expected a size from \(formatSize(range.lowerBound)) to \(formatSize(range.upperBound))")
+        }
+        return n
     }
 
     func duration(_ node: Node, _ key: String) throws(ConfigError) -> Duration {
@@ -253,7 +286,9 @@ private struct Walker {
         var seen: [String: SourceLocation?] = [:]
         for (i, item) in seq.enumerated() {
             let key = "resources[\(i)]"
-            let m = try mapping(item, key: key, allowed: ["name", "protocol", "address"])
+            let m = try mapping(
+                item, key: key,
+                allowed: ["name", "protocol", "address", "credentials", "tls", "max_message_size"])
             guard let nameNode = m["name"] else { throw fail(item, "\(key).name", "missing") }
             guard let addressNode = m["address"] else { throw fail(item, "\(key).address", "missing") }
             let name = try string(nameNode, "\(key).name")
@@ -273,10 +308,39 @@ private struct Walker {
                     addressNode, "\(key).address",
                     "expected HOST:PORT, IP:PORT, [IPv6]:PORT or CIDR:PORT (PORT may be N, N-M or *), got '\(text)'")
             }
-            out.append(Resource(name: name, protocol: proto, target: target, location: location(item)))
+            var resource = Resource(name: name, protocol: proto, target: target, location: location(item))
+            for k in ["credentials", "tls", "max_message_size"] where proto != .postgres {
+                if let n = m[k] { throw fail(n, "\(key).\(k)", "only for protocol: postgres") }
+            }
+            if let n = m["credentials"] { resource.credentials = try credentials(n, "\(key).credentials") }
+            if let n = m["tls"] { resource.tls = try tls(n, "\(key).tls") }
+            if let n = m["max_message_size"] {
+                resource.maxMessageSize = try size(
+                    n, "\(key).max_message_size", PostgresSettings.maxMessageSizeRange)
+            }
+            out.append(resource)
         }
         return out
     }
+}
+
+/// `65536`, `512KiB`, `64MiB`, `1GiB` (binary units; the suffix is case-insensitive).
+public func parseSize(_ text: String) -> Int? {
+    let units: [(String, Int)] = [("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30)]
+    let lower = text.lowercased()
+    for (suffix, factor) in units where lower.hasSuffix(suffix) {
+        guard let n = Int(lower.dropLast(suffix.count)), n >= 0, n <= Int.max / factor else { return nil }
+        return n * factor
+    }
+    guard let n = Int(text), n >= 0 else { return nil }
+    return n
+}
+
+func formatSize(_ n: Int) -> String {
+    for (suffix, factor) in [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where n % factor == 0 && n > 0 {
+        return "\(n / factor)\(suffix)"
+    }
+    return "\(n)"
 }
 
 /// `500ms`, `5s`, `10m`, `1h`, `2d`, or a bare number of seconds.
