@@ -593,7 +593,7 @@ struct Classifier {
         .interval, .timestamp, .time, .nchar, .national, .precision, .double, .options, .cube, .rollup, .sets,
         .for, .do, .conflict, .inherits, .enum, .insert, .update, .delete, .references, .variadic, .both, .leading,
         .trailing, .explain, .analyze, .analyse, .vacuum, .prepare, .execute, .call, .returns, .setof, .rows,
-        .tablesample, .merge, .copy, .to, .return,
+        .tablesample, .merge, .copy, .to, .return, .cast,
     ]
 
     /// Key words after which `name (` declares or references a name rather than calling it.
