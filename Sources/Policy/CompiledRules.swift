@@ -72,7 +72,7 @@ public struct Applied<Spec: Sendable & Equatable>: Sendable, Equatable {
 /// One content detector and the method its values are masked with.
 public struct DetectorMask: Sendable, Hashable {
     public var detector: DetectorName
-    public var method: MaskMethod
+    public var method: MaskMethodName
 }
 
 /// What applies to one session: computed once when the session's identity and resource are

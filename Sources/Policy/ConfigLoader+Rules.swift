@@ -207,7 +207,7 @@ extension Walker {
                 if !spec.detectors.contains(d) { spec.detectors.append(d) }
             }
         }
-        if let n = m["with"] { spec.method = try choice(n, "\(key).with", MaskMethod.self) }
+        if let n = m["with"] { spec.method = try choice(n, "\(key).with", MaskMethodName.self) }
         guard !spec.columns.isEmpty || !spec.detectors.isEmpty else {
             throw fail(node, key, "masks nothing: give columns, detectors or both")
         }

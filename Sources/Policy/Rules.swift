@@ -93,9 +93,9 @@ public struct MaskSpec: Sendable, Equatable {
     /// Content detectors run on every value not already masked by a column pattern.
     public var detectors: [DetectorName]
     /// `with:`; default `redact`.
-    public var method: MaskMethod
+    public var method: MaskMethodName
 
-    public init(columns: [ColumnPattern] = [], detectors: [DetectorName] = [], method: MaskMethod = .redact) {
+    public init(columns: [ColumnPattern] = [], detectors: [DetectorName] = [], method: MaskMethodName = .redact) {
         self.columns = columns
         self.detectors = detectors
         self.method = method
@@ -103,7 +103,8 @@ public struct MaskSpec: Sendable, Equatable {
 }
 
 /// A content detector by name. Policy cannot import Masking, so the names are repeated here; the
-/// raw values are the Masking module's names and must stay identical to them.
+/// raw values are the Masking module's `DetectorKind` raw values and must stay identical to them
+/// (`Masking.DetectorKind(rawValue: name.rawValue)!`).
 public enum DetectorName: String, Sendable, Hashable, CaseIterable {
     case creditCard = "credit_card"
     case email
@@ -113,8 +114,9 @@ public enum DetectorName: String, Sendable, Hashable, CaseIterable {
     case secret
 }
 
-/// A mask method by name; the raw values are the Masking module's names.
-public enum MaskMethod: String, Sendable, Hashable, CaseIterable {
+/// A mask method by name; the raw values are the Masking module's `MaskMethod` names and must stay
+/// identical to them.
+public enum MaskMethodName: String, Sendable, Hashable, CaseIterable {
     /// A fixed replacement: nothing of the value is left.
     case redact
     /// A useful tail: `****1111`, `j***@example.com`.
@@ -173,14 +175,14 @@ public struct StatementFacts: Sendable, Hashable {
     /// `create or replace function ...`.
     public var commandNames: [String]
     /// Every function the statement calls, as written (schema only when qualified).
-    public var functions: [FunctionCall]
+    public var functions: [CalledFunction]
     /// An `UPDATE` or `DELETE` without `WHERE`.
     public var isUnboundedWrite: Bool
     /// The statement's text with comments removed (used by `patterns` only).
     public var text: String
 
     public init(
-        commandNames: [String], functions: [FunctionCall] = [], isUnboundedWrite: Bool = false, text: String = ""
+        commandNames: [String], functions: [CalledFunction] = [], isUnboundedWrite: Bool = false, text: String = ""
     ) {
         self.commandNames = commandNames
         self.functions = functions
@@ -190,7 +192,9 @@ public struct StatementFacts: Sendable, Hashable {
 }
 
 /// A function call found in a statement: `pg_read_file(...)` or `pg_catalog.pg_read_file(...)`.
-public struct FunctionCall: Sendable, Hashable {
+/// From `SQL.QualifiedName`: `name` is its last part, `schema` the one before it (nil when the
+/// call is unqualified).
+public struct CalledFunction: Sendable, Hashable {
     public var schema: String?
     public var name: String
 

@@ -543,17 +543,18 @@ private let head = """
         (StatementFacts(commandNames: ["DROP TABLE"]), true),
         (StatementFacts(commandNames: ["CREATE FUNCTION"]), true),
         (StatementFacts(commandNames: ["CREATE TABLE"]), false),
-        (StatementFacts(commandNames: ["SELECT"], functions: [FunctionCall(name: "PG_READ_FILE")]), true),
+        (StatementFacts(commandNames: ["SELECT"], functions: [CalledFunction(name: "PG_READ_FILE")]), true),
         (
             StatementFacts(
-                commandNames: ["SELECT"], functions: [FunctionCall(schema: "pg_catalog", name: "pg_read_file")]), true
+                commandNames: ["SELECT"], functions: [CalledFunction(schema: "pg_catalog", name: "pg_read_file")]), true
         ),
-        (StatementFacts(commandNames: ["SELECT"], functions: [FunctionCall(name: "lo_export")]), true),
+        (StatementFacts(commandNames: ["SELECT"], functions: [CalledFunction(name: "lo_export")]), true),
         (
-            StatementFacts(commandNames: ["SELECT"], functions: [FunctionCall(schema: "myschema", name: "lo_export")]),
+            StatementFacts(
+                commandNames: ["SELECT"], functions: [CalledFunction(schema: "myschema", name: "lo_export")]),
             false
         ),
-        (StatementFacts(commandNames: ["SELECT"], functions: [FunctionCall(name: "lower")]), false),
+        (StatementFacts(commandNames: ["SELECT"], functions: [CalledFunction(name: "lower")]), false),
         (StatementFacts(commandNames: ["DELETE"], isUnboundedWrite: true), true),
         (StatementFacts(commandNames: ["DELETE"], isUnboundedWrite: false), false),
         (StatementFacts(commandNames: ["COPY"], text: "COPY t\n  TO   PROGRAM 'rm -rf /';"), true),
