@@ -63,30 +63,30 @@ struct KeywordSet: ExpressibleByArrayLiteral {
 struct KeywordTable: Sendable {
     static let shared = KeywordTable()
 
+    private struct Entry {
+        var low: UInt64 = 0
+        var high: UInt64 = 0
+        var value: UInt8 = 0
+    }
+
     private static let capacity = 1024
-    private var low: [UInt64]
-    private var high: [UInt64]
-    private var values: [UInt8]
+    private var entries: [Entry]
 
     private init() {
-        low = Array(repeating: 0, count: Self.capacity)
-        high = Array(repeating: 0, count: Self.capacity)
-        values = Array(repeating: 0, count: Self.capacity)
+        entries = Array(repeating: Entry(), count: Self.capacity)
         for keyword in Keyword.allCases {
-            var packed = (UInt64(0), UInt64(0))
+            var entry = Entry(value: keyword.rawValue)
             for (index, byte) in String(describing: keyword).utf8.enumerated() {
                 precondition(index < 16, "keyword longer than 16 bytes")
                 if index < 8 {
-                    packed.0 |= UInt64(byte) << UInt64(index * 8)
+                    entry.low |= UInt64(byte) << UInt64(index * 8)
                 } else {
-                    packed.1 |= UInt64(byte) << UInt64((index - 8) * 8)
+                    entry.high |= UInt64(byte) << UInt64((index - 8) * 8)
                 }
             }
-            var slot = Self.slot(packed.0, packed.1)
-            while values[slot] != 0 { slot = (slot + 1) & (Self.capacity - 1) }
-            low[slot] = packed.0
-            high[slot] = packed.1
-            values[slot] = keyword.rawValue
+            var slot = Self.slot(entry.low, entry.high)
+            while entries[slot].value != 0 { slot = (slot + 1) & (Self.capacity - 1) }
+            entries[slot] = entry
         }
     }
 
@@ -99,12 +99,14 @@ struct KeywordTable: Sendable {
     /// The keyword spelled by the packed lower-case bytes, or nil.
     @inline(__always)
     func lookup(_ packedLow: UInt64, _ packedHigh: UInt64) -> Keyword? {
-        var slot = Self.slot(packedLow, packedHigh)
-        while true {
-            let value = values[slot]
-            if value == 0 { return nil }
-            if low[slot] == packedLow && high[slot] == packedHigh { return Keyword(rawValue: value) }
-            slot = (slot + 1) & (Self.capacity - 1)
+        entries.withUnsafeBufferPointer { entries in
+            var slot = Self.slot(packedLow, packedHigh)
+            while true {
+                let entry = entries[slot]
+                if entry.value == 0 { return nil }
+                if entry.low == packedLow && entry.high == packedHigh { return Keyword(rawValue: entry.value) }
+                slot = (slot + 1) & (Self.capacity - 1)
+            }
         }
     }
 }

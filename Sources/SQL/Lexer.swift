@@ -79,6 +79,7 @@ struct Lexer {
     private let bytes: UnsafeBufferPointer<UInt8>
     private let standardConformingStrings: Bool
     private let classes: UnsafeBufferPointer<UInt8>
+    private let keywords = KeywordTable.shared
     private var index = 0
 
     /// Tokenizes all of `bytes`.
@@ -169,7 +170,11 @@ struct Lexer {
             switch current | 0x20 {
             case UInt8(ascii: "e") where next == UInt8(ascii: "'"):
                 return quoted(start: start, from: index + 1, backslashEscapes: true)
-            case UInt8(ascii: "b"), UInt8(ascii: "x"), UInt8(ascii: "n"):
+            case UInt8(ascii: "b"), UInt8(ascii: "x"):
+                // Bit strings never take backslash escapes.
+                if next == UInt8(ascii: "'") { return quoted(start: start, from: index + 1, backslashEscapes: false) }
+            case UInt8(ascii: "n"):
+                // N'...' is NCHAR followed by an ordinary string.
                 if next == UInt8(ascii: "'") {
                     return quoted(start: start, from: index + 1, backslashEscapes: !standardConformingStrings)
                 }
@@ -256,7 +261,7 @@ struct Lexer {
         }
         index = position
         var token = Token(start: start, end: position, kind: .word)
-        if plainASCII && position - start <= 16, let keyword = KeywordTable.shared.lookup(packedLow, packedHigh) {
+        if plainASCII && position - start <= 16, let keyword = keywords.lookup(packedLow, packedHigh) {
             token.keywordValue = keyword.rawValue
         }
         return token

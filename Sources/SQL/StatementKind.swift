@@ -236,14 +236,8 @@ public struct StatementPattern: Hashable, Sendable, CustomStringConvertible {
     /// Nil when the name matches no kind at all (a typo such as `DRPO`), so a policy loader can
     /// reject it with the line it came from.
     public init?(_ policyName: String) {
-        var words: [String] = []
-        for word in policyName.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "_" }) {
-            words.append(
-                String(
-                    word.utf8.map {
-                        $0 >= 0x61 && $0 <= 0x7A ? Character(Unicode.Scalar($0 - 0x20)) : Character(Unicode.Scalar($0))
-                    }))
-        }
+        var words = policyName.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" })
+            .map { String($0).uppercasedASCII }
         words = words.map { $0 == "ANALYSE" ? "ANALYZE" : $0 }
         if words.count >= 3 && words[0] == "CREATE" && words[1] == "OR" && words[2] == "REPLACE" {
             words.removeSubrange(1...2)
@@ -260,5 +254,11 @@ public struct StatementPattern: Hashable, Sendable, CustomStringConvertible {
 
     public func matches(_ kind: StatementKind) -> Bool {
         kinds.contains(kind)
+    }
+}
+
+extension String {
+    var uppercasedASCII: String {
+        String(decoding: utf8.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }, as: UTF8.self)
     }
 }

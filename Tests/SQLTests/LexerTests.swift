@@ -38,6 +38,9 @@ import Testing
         #expect(lexKinds("'a\\' x '") == [.string, .word, .error])
         // Off: the backslash escapes the quote.
         #expect(lexKinds("'a\\' x '", standardConformingStrings: false) == [.string])
+        #expect(lexKinds("N'a\\' x '", standardConformingStrings: false) == [.string])
+        // Bit strings never take backslash escapes.
+        #expect(lexKinds("X'\\' x", standardConformingStrings: false) == [.string, .word])
     }
 
     @Test func dollarQuotes() {

@@ -30,8 +30,13 @@ import Testing
     ]
 
     @Test func mixedWorkload() {
+        #if DEBUG
+        let size = 1 << 20
+        #else
+        let size = 8 << 20
+        #endif
         var text = ""
-        while text.utf8.count < 4 << 20 {
+        while text.utf8.count < size {
             for statement in Self.workload { text += statement + "\n" }
         }
         let bytes = Array(text.utf8)
