@@ -14,8 +14,14 @@ final class AuditWriter: @unchecked Sendable {
         var kind: String
         var template: EntryTemplate
         var micros: Int64
+        /// False for entries nobody waits on: they ride along with the next urgent commit, or are
+        /// committed after `deferredDelay` at the latest.
+        var urgent: Bool
         var completion: @Sendable (Result<AuditRecord, AuditError>) -> Void
     }
+
+    /// How long an entry that nobody waits on may stay queued before it is committed alone.
+    static let deferredDelay: TimeInterval = 0.05
 
     private let pool: DatabasePool
     private let path: String
@@ -26,6 +32,9 @@ final class AuditWriter: @unchecked Sendable {
     private let condition = NSCondition()
     // Guarded by `condition`:
     private var pending: [Pending] = []
+    /// Whether `pending` holds an entry someone waits on, and since when the oldest deferred one waits.
+    private var pendingUrgent = false
+    private var oldestDeferred: Date?
     private var lastMicros: Int64
     private var closing = false
     private var finished = false
@@ -68,6 +77,7 @@ final class AuditWriter: @unchecked Sendable {
     func enqueue(
         kind: String,
         template: EntryTemplate,
+        urgent: Bool = true,
         completion: @escaping @Sendable (Result<AuditRecord, AuditError>) -> Void
     ) {
         condition.lock()
@@ -80,8 +90,14 @@ final class AuditWriter: @unchecked Sendable {
         // even if the wall clock steps back.
         let micros = max(AuditTime.micros(clock()), lastMicros)
         lastMicros = micros
-        pending.append(Pending(kind: kind, template: template, micros: micros, completion: completion))
-        if pending.count == 1 {
+        pending.append(Pending(kind: kind, template: template, micros: micros, urgent: urgent, completion: completion))
+        if urgent {
+            if !pendingUrgent {
+                pendingUrgent = true
+                condition.signal()
+            }
+        } else if oldestDeferred == nil {
+            oldestDeferred = Date()
             condition.signal()
         }
         condition.unlock()
@@ -116,8 +132,19 @@ final class AuditWriter: @unchecked Sendable {
         var batch: [Pending] = []
         while true {
             condition.lock()
-            while !closing && (pending.isEmpty || paused) {
-                condition.wait()
+            while !closing {
+                if paused || pending.isEmpty {
+                    condition.wait()
+                } else if pendingUrgent {
+                    break
+                } else if let since = oldestDeferred {
+                    // Only deferred entries: wait for an urgent one to carry them, or for the delay.
+                    let due = since.addingTimeInterval(Self.deferredDelay)
+                    if Date() >= due { break }
+                    _ = condition.wait(until: due)
+                } else {
+                    break
+                }
             }
             if pending.isEmpty {  // closing and drained
                 finished = true
@@ -127,6 +154,8 @@ final class AuditWriter: @unchecked Sendable {
                 return
             }
             swap(&batch, &pending)
+            pendingUrgent = false
+            oldestDeferred = nil
             condition.unlock()
 
             commit(batch)

@@ -88,7 +88,9 @@ public final class Gateway: Sendable {
             kind: "session.close",
             subject: AuditSubject(
                 user: s.identity.user ?? "uid:\(s.identity.uid)", resource: s.resource?.name, session: s.id),
-            fields: fields
+            fields: fields,
+            // Nothing waits on a close: it rides with the next session.open's commit (or 50 ms).
+            deferred: true
         ) { result in
             if case .failure(let error) = result {
                 logger.critical("could not record session.close", metadata: ["error": "\(error)"])

@@ -145,6 +145,27 @@ import Testing
         #expect(log.writerStatistics == .init(committedTransactions: 1, failedTransactions: 0, maximumBatch: 50))
     }
 
+    @Test func deferredEntriesRideWithTheNextUrgentCommitOrGoAloneSoon() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        let log = try openLog(dir.file())
+        defer { log.close() }
+        // Alone: committed after the short delay, without anything else arriving.
+        let alone = Completions()
+        log.append(kind: "test.late", subject: .none, fields: [:], deferred: true, completion: alone.handler)
+        #expect(alone.wait(for: 1).compactMap(\.record).map(\.index) == [1])
+        #expect(log.writerStatistics.committedTransactions == 1)
+        // With an urgent entry right behind it: one transaction for both, in queue order.
+        log.pauseWriter()
+        let both = Completions()
+        log.append(kind: "test.late", subject: .none, fields: [:], deferred: true, completion: both.handler)
+        log.append(kind: "test.now", subject: .none, fields: [:], completion: both.handler)
+        log.resumeWriter()
+        let records = both.wait(for: 2).compactMap(\.record).sorted { $0.index < $1.index }
+        #expect(records.map(\.kind) == ["test.late", "test.now"])
+        #expect(log.writerStatistics.committedTransactions == 2)
+    }
+
     @Test func reopeningContinuesAfterTheLastIndex() async throws {
         let dir = TemporaryDirectory()
         defer { dir.cleanup() }
