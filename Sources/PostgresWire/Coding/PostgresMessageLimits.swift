@@ -69,12 +69,16 @@ func readTypedFrame(
     guard let maximum = maximumLength(id) else {
         throw PostgresWireError.unknownType(id, direction: direction)
     }
-    let name = "\(direction) \(PostgresWireError.describe(id))"
+    // The name is built on the error paths only: this runs for every message.
     guard length >= 4 else {
-        throw PostgresWireError.invalidLength(name, length: Int(length))
+        throw PostgresWireError.invalidLength("\(direction) \(PostgresWireError.describe(id))", length: Int(length))
     }
     guard Int(length) <= maximum else {
-        throw PostgresWireError.tooLarge(name, length: Int(length), maximum: maximum)
+        throw PostgresWireError.tooLarge(
+            "\(direction) \(PostgresWireError.describe(id))",
+            length: Int(length),
+            maximum: maximum
+        )
     }
     guard let frame = buffer.readSlice(length: 1 + Int(length)) else {
         return nil
