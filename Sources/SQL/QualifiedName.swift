@@ -8,6 +8,7 @@ public struct QualifiedName: Hashable, Sendable, CustomStringConvertible {
     /// The name's parts, outermost first (database or schema, then object).
     public var parts: [String]
 
+    /// A name from parts that are already normalised (as PostgreSQL stores them).
     public init(_ parts: [String]) {
         self.parts = parts
     }

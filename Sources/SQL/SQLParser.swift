@@ -64,11 +64,14 @@ public struct SQLStatement: Hashable, Sendable {
 /// `standardConformingStrings` must follow the session (the server's `ParameterStatus`): with it
 /// off, a backslash escapes a quote in `'...'` too, which changes where statements end.
 public enum SQLParser {
+    /// The statements of a simple-query string, in order.
     public static func statements(in sql: String, standardConformingStrings: Bool = true) -> [SQLStatement] {
         var sql = sql
         return sql.withUTF8 { statements(inBuffer: $0, standardConformingStrings: standardConformingStrings) }
     }
 
+    /// The statements of a query given as UTF-8 bytes (a `ByteBuffer`'s readable bytes view, a
+    /// `[UInt8]`, a slice); contiguous storage is read in place.
     public static func statements(
         in bytes: some Collection<UInt8>, standardConformingStrings: Bool = true
     ) -> [SQLStatement] {

@@ -252,6 +252,7 @@ public struct StatementPattern: Hashable, Sendable, CustomStringConvertible {
         self.kinds = kinds
     }
 
+    /// Whether `kind` is one of the kinds this name covers.
     public func matches(_ kind: StatementKind) -> Bool {
         kinds.contains(kind)
     }

@@ -48,6 +48,13 @@ import Testing
         #expect(kinds(sql, standardConformingStrings: false) == [.select])
     }
 
+    @Test func keywordsSplitByCommentsAreNotKeywords() {
+        // PostgreSQL reads DR/**/OP as two words (a syntax error); so does the lexer.
+        #expect(kind("DR/**/OP TABLE x") == .unknown)
+        #expect(kinds("COPY t FROM/**/PROGRAM 'id'") == [.copy(.from, .program)])
+        #expect(kinds("COPY t\nFROM\tPROGRAM 'id'") == [.copy(.from, .program)])
+    }
+
     @Test func everyStatementOfAMultiStatementStringIsClassified() {
         #expect(kinds("SELECT 1; DROP TABLE x") == [.select, .drop(.table)])
         #expect(kinds("SELECT 1;DROP TABLE x;") == [.select, .drop(.table)])
