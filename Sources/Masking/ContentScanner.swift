@@ -1,11 +1,13 @@
 /// One left-to-right pass over a value that runs every enabled detector where it can start.
 ///
-/// The loop looks at each byte once: a word (`[A-Za-z0-9_]+`) is skipped whole after its first byte
-/// chose which detectors may start there (digits: card, SSN, phone; an upper-case letter: IBAN, AWS
+/// The loop looks at each byte once: only the first byte of a word (`[A-Za-z0-9_]+`) may start
+/// a detector, and it chooses which (digits: card, SSN, phone; an upper-case letter: IBAN, AWS
 /// key id; `eyJ`: JWT), and a few punctuation bytes trigger the rest (`@` e-mail, `=`/`:` secret
-/// assignments, `+`/`(` phone, `-----BEGIN` PEM). Every attempt is bounded by the longest thing it
-/// can match, except PEM and quoted assignment values, which continue the scan from where they end,
-/// so a scan is linear in the value's length. Nothing is allocated until a detector matches.
+/// assignments, `+`/`(` phone, `-----BEGIN` PEM). An attempt reads either a bounded window (an
+/// e-mail's 64-byte local part, an IBAN's 34 characters) or a run that no other attempt reads
+/// again (a digit run, a base64url run, a PEM body or a secret value, after which the scan resumes
+/// at the match's end), so a scan is linear in the value's length. Nothing is allocated until a
+/// detector matches.
 struct ContentScanner {
     let bytes: UnsafeRawBufferPointer
     let enabled: DetectorSet
@@ -22,43 +24,49 @@ struct ContentScanner {
         let phone = self.enabled.contains(.phone)
 
         var found: [DetectorMatch] = []
-        var i = 0
-        while i < n {
-            let b = bytes[i]
-            if isWordByte(b) {
-                var end = i &+ 1
-                while end < n && isWordByte(bytes[end]) { end &+= 1 }
+        byteClasses.withUnsafeBufferPointer { classes in
+            // `previous` is ByteClass.word when the byte before `i` is a word byte: then `i` is no
+            // word start and only trigger punctuation (never a word byte) can start a detector.
+            // The common byte costs one load, one AND and a well-predicted branch.
+            var previous: UInt8 = 0
+            var i = 0
+            while i < n {
+                let b = bytes[i]
+                let byteClass = classes[Int(b)]
+                if byteClass & ~(previous << 2) & (ByteClass.trigger | ByteClass.wordStart) == 0 {
+                    previous = byteClass & ByteClass.word
+                    i &+= 1
+                    continue
+                }
                 var match: DetectorMatch? = nil
-                if isDigit(b) {
-                    if numeric && self.numberMayStart(at: i) { match = self.numericMatch(at: i) }
-                } else if isUpper(b) {
-                    if iban { match = self.ibanMatch(at: i) }
-                    if match == nil && secret { match = self.awsAccessKeyMatch(at: i, wordEnd: end) }
-                } else if b == UInt8(ascii: "e") {
-                    if secret { match = self.jwtMatch(at: i) }
-                }
-                if let match {
-                    found.append(match)
-                    i = max(end, match.range.upperBound)
+                if byteClass & ByteClass.wordStart != 0 {
+                    if isDigit(b) {
+                        if numeric && self.numberMayStart(at: i) { match = self.numericMatch(at: i) }
+                    } else if isUpper(b) {
+                        if iban { match = self.ibanMatch(at: i) }
+                        if match == nil && secret { match = self.awsAccessKeyMatch(at: i) }
+                    } else if secret {
+                        match = self.jwtMatch(at: i)
+                    }
                 } else {
-                    i = end
+                    switch b {
+                    case UInt8(ascii: "@"): if email { match = self.emailMatch(at: i) }
+                    case UInt8(ascii: "="), UInt8(ascii: ":"): if secret { match = self.assignmentMatch(at: i) }
+                    case UInt8(ascii: "+"): if phone { match = self.e164Match(at: i) }
+                    case UInt8(ascii: "("): if phone { match = self.nanpParenthesizedMatch(at: i) }
+                    case UInt8(ascii: "-"): if secret { match = self.pemMatch(at: i) }
+                    default: break
+                    }
                 }
-                continue
-            }
-            var match: DetectorMatch? = nil
-            switch b {
-            case UInt8(ascii: "@"): if email { match = self.emailMatch(at: i) }
-            case UInt8(ascii: "="), UInt8(ascii: ":"): if secret { match = self.assignmentMatch(at: i) }
-            case UInt8(ascii: "+"): if phone { match = self.e164Match(at: i) }
-            case UInt8(ascii: "("): if phone { match = self.nanpParenthesizedMatch(at: i) }
-            case UInt8(ascii: "-"): if secret { match = self.pemMatch(at: i) }
-            default: break
-            }
-            if let match {
-                found.append(match)
-                i = max(i &+ 1, match.range.upperBound)
-            } else {
-                i &+= 1
+                if let match, match.range.upperBound > i {
+                    found.append(match)
+                    i = match.range.upperBound
+                    previous = classes[Int(bytes[i &- 1])] & ByteClass.word
+                } else {
+                    if let match { found.append(match) }
+                    previous = byteClass & ByteClass.word
+                    i &+= 1
+                }
             }
         }
         return found.count < 2 ? found : Self.resolveOverlaps(found)
@@ -113,5 +121,27 @@ struct ContentScanner {
             if longer || sameButMoreSpecific { kept[kept.count - 1] = match }
         }
         return kept
+    }
+}
+
+/// What the scan loop does with a byte, as bits: part of a word; a word byte that may start a
+/// detector when it starts a word (digits, upper-case letters, `e`); punctuation that triggers a
+/// detector. One table load per byte instead of a chain of range checks.
+enum ByteClass {
+    static let word: UInt8 = 1
+    static let trigger: UInt8 = 2
+    static let wordStart: UInt8 = 4
+}
+
+let byteClasses: [UInt8] = (0..<256).map { (value: Int) -> UInt8 in
+    let b = UInt8(value)
+    if isDigit(b) || isUpper(b) || b == UInt8(ascii: "e") { return ByteClass.word | ByteClass.wordStart }
+    if isWordByte(b) { return ByteClass.word }
+    switch b {
+    case UInt8(ascii: "@"), UInt8(ascii: "="), UInt8(ascii: ":"), UInt8(ascii: "+"), UInt8(ascii: "("),
+        UInt8(ascii: "-"):
+        return ByteClass.trigger
+    default:
+        return 0
     }
 }

@@ -3,9 +3,10 @@
 extension ContentScanner {
     /// An AWS access key id: the whole word is `AKIA` or `ASIA` followed by 16 upper-case letters
     /// or digits.
-    func awsAccessKeyMatch(at start: Int, wordEnd: Int) -> DetectorMatch? {
+    func awsAccessKeyMatch(at start: Int) -> DetectorMatch? {
         let bytes = self.bytes
-        guard wordEnd - start == 20, bytes[start] == UInt8(ascii: "A"),
+        let wordEnd = start + 20
+        guard wordEnd <= bytes.count, !isWordByte(bytes.peek(wordEnd)), bytes[start] == UInt8(ascii: "A"),
             bytes[start + 1] == UInt8(ascii: "K") || bytes[start + 1] == UInt8(ascii: "S"),
             bytes[start + 2] == UInt8(ascii: "I"), bytes[start + 3] == UInt8(ascii: "A")
         else { return nil }
