@@ -147,6 +147,24 @@ struct AuthenticationTests {
         #expect(auth.scramKeys != nil)
     }
 
+    @Test func authenticatorOutputDecodesAsTheServerWouldReadIt() throws {
+        var auth = UpstreamAuthenticator(user: "user", password: "pencil", scram: Self.rfcClient())
+        guard case .send(let message) = auth.messageReceived(.authentication(.sasl(mechanisms: ["SCRAM-SHA-256"])))
+        else {
+            Issue.record("expected a message to send")
+            return
+        }
+        var decoder = PostgresFrontendMessageDecoder(phase: .typed)
+        let outputs = try decodeAll(&decoder, encoded(message))
+        guard case .authenticationResponse(let response) = outputs.first?.message else {
+            Issue.record("expected a p message")
+            return
+        }
+        let initial = try response.saslInitialResponse()
+        #expect(initial.mechanism == "SCRAM-SHA-256")
+        #expect(initial.data == ByteBuffer(string: "n,,n=user,r=rOprNGfwEbeRWgbNEkqO"))
+    }
+
     @Test func scramLoginFailsOnAForgedServerSignature() {
         var auth = UpstreamAuthenticator(user: "user", password: "pencil", scram: Self.rfcClient())
         _ = auth.messageReceived(.authentication(.sasl(mechanisms: ["SCRAM-SHA-256"])))

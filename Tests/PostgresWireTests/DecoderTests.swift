@@ -170,6 +170,18 @@ struct DecoderTests {
         #expect(wireError { try decoder.decode(buffer: &clientHello) }?.code == .startupPacketTooLarge)
     }
 
+    @Test func startupPacketOfExactlyTheLimitIsAccepted() throws {
+        let filler = String(
+            repeating: "x", count: 10_000 - 8 - "user".count - 1 - 1 - 1 - "application_name".count - 1 - 1)
+        let startup = PostgresFrontendMessage.startup(
+            .init(parameters: [.init(name: "user", value: ""), .init(name: "application_name", value: filler)])
+        )
+        let wire = encoded(startup)
+        #expect(wire.readableBytes == 10_000)
+        var decoder = PostgresFrontendMessageDecoder()
+        #expect(try decodeAll(&decoder, wire).map(\.message) == [startup])
+    }
+
     // MARK: Malformed bodies
 
     @Test func malformedBodiesAreProtocolViolations() {
