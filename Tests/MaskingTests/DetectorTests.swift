@@ -282,3 +282,24 @@ func matches(_ text: String, _ set: DetectorSet = .all) -> [String] {
         #expect(elapsed < .seconds(30), "\(unit): \(elapsed)")
     }
 }
+
+@Suite struct RandomInputTests {
+    /// Random values over the bytes the detectors care about (and some UTF-8): the scan never
+    /// traps, and its matches are sorted, disjoint and inside the value. Any failing input found
+    /// here belongs in the tables above as a regression test.
+    @Test func matchesAreSortedDisjointAndInBoundsForRandomInput() {
+        let alphabet = Array("0123456789 -.+()@=:/,_eyJAKISGBDEW\"'\nœ✓".utf8)
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            let length = Int.random(in: 0...80, using: &generator)
+            let value = (0..<length).map { _ in alphabet.randomElement(using: &generator)! }
+            let found = value.withUnsafeBytes { DetectorSet.all.matches(in: $0) }
+            var previousEnd = 0
+            for match in found {
+                #expect(match.range.lowerBound >= previousEnd && match.range.upperBound <= value.count, "\(value)")
+                #expect(!match.range.isEmpty, "\(value)")
+                previousEnd = match.range.upperBound
+            }
+        }
+    }
+}

@@ -68,6 +68,15 @@ func text(_ outcome: MaskOutcome?) -> String? {
         #expect(scan("nothing here", .null) == nil)
     }
 
+    @Test func scansOnlyTheReadableBytesOfABuffer() {
+        var buffer = ByteBuffer(string: "123-45-6789|ssn 123-45-6789 end")
+        buffer.moveReaderIndex(forwardBy: 12)
+        var stats = MaskStats()
+        let outcome = Masker(hashKey: testKey).scan(buffer, detectors: .all, method: .partial, stats: &stats)
+        #expect(text(outcome) == "ssn ***-**-6789 end")
+        #expect(stats.matches(.usSSN) == 1)
+    }
+
     @Test func masksSeveralMatchesInOneValue() {
         #expect(
             text(scan("a@example.com / 123-45-6789 / b@example.org", .partial))
