@@ -137,7 +137,7 @@ public final class IdentityResolver: Sendable {
             // tells that the process still runs as that uid.
             switch holdsSocket(pid: cached.pid, link: "socket:[\(owner.inode)]", inode: owner.inode) {
             case .yes: return cached
-            case .unknown where runsAs(pid: cached.pid, uid: owner.uid): return cached
+            case .unknown where stillRunsAs(pid: cached.pid, uid: owner.uid): return cached
             case .unknown, .no: break
             }
         }
@@ -299,6 +299,13 @@ public final class IdentityResolver: Sendable {
             }
         }
         return unreadable.count == 1 ? unreadable[0] : nil
+    }
+
+    /// A cheap liveness check for a cached process: `/proc/PID` exists and belongs to `uid` (its
+    /// owner is the process's effective uid). One stat instead of reading and parsing `status`.
+    private func stillRunsAs(pid: Int32, uid: UInt32) -> Bool {
+        var st = stat()
+        return stat("\(procRoot)/\(pid)", &st) == 0 && st.st_uid == uid
     }
 
     /// True when any of the real, effective, saved or file-system uids of `pid` is `uid`.

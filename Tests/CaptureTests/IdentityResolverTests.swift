@@ -49,6 +49,8 @@ final class FakeHost {
     ) throws {
         let dir = "\(proc)/\(pid)"
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // Like procfs: /proc/PID belongs to the process's uid (needs root, as the kernel tests do).
+        guard chown(dir, uid, 0) == 0 else { throw TestSockets.fail("chown \(dir) (run the tests as root)") }
         let status = [
             "Name:\t\(comm)", "Umask:\t0022", "State:\tS (sleeping)", "Pid:\t\(pid)",
             "Uid:\t\(uid)\t\(uid)\t\(uid)\t\(uid)", "Gid:\t0\t0\t0\t0", "",
