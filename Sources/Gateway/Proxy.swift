@@ -293,9 +293,8 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
                     this.gateway.counters.active.add(1, ordering: .relaxed)
                     this.gateway.registry.add(context.channel, session: session)
                     let pipeline = context.pipeline.syncOperations
+                    clientGlue.idleTimeout = .nanoseconds(settings.idleTimeout.nanosecondsClamped)
                     do {
-                        try pipeline.addHandler(
-                            IdleStateHandler(allTimeout: .nanoseconds(settings.idleTimeout.nanosecondsClamped)))
                         try pipeline.addHandler(clientGlue)
                     } catch {
                         upstream.close(promise: nil)
@@ -347,6 +346,16 @@ final class GlueHandler: ChannelDuplexHandler {
     private var pendingRead = false
     private var inputClosed = false
 
+    /// Set on the client side: the session ends after this long without a byte either way.
+    ///
+    /// Checked by a timer every quarter of the timeout against the session's byte counts, so the
+    /// read/write path pays nothing for it (NIO's IdleStateHandler reads the clock and allocates a
+    /// promise per write); an idle session is closed between 1× and 1.25× the timeout.
+    var idleTimeout: TimeAmount?
+    private var idleCheck: Scheduled<Void>?
+    private var lastTotal: UInt64 = 0
+    private var lastChange = NIODeadline.now()
+
     private init(side: Side, session: ProxySession) {
         self.side = side
         self.session = session
@@ -365,11 +374,37 @@ final class GlueHandler: ChannelDuplexHandler {
         // The upstream side may have wanted to read (a server that speaks first) before the
         // client side existed: let it read now.
         partner?.partnerBecameWritable()
+        if let idleTimeout {
+            lastChange = .now()
+            scheduleIdleCheck(context: context, every: .nanoseconds(max(idleTimeout.nanoseconds / 4, 1_000_000)))
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        idleCheck = nil
         self.context = nil
         self.partner = nil
+    }
+
+    private func scheduleIdleCheck(context: ChannelHandlerContext, every interval: TimeAmount) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        idleCheck = context.eventLoop.scheduleTask(in: interval) {
+            let (this, context) = bound.value
+            guard let timeout = this.idleTimeout, this.context != nil else { return }
+            let total = this.session.bytesUp &+ this.session.bytesDown
+            let now = NIODeadline.now()
+            if total != this.lastTotal {
+                this.lastTotal = total
+                this.lastChange = now
+            } else if now - this.lastChange >= timeout {
+                this.session.noteReason(.idleTimeout)
+                this.session.logger.info("idle timeout")
+                context.close(promise: nil)
+                return
+            }
+            this.scheduleIdleCheck(context: context, every: interval)
+        }
     }
 
     // MARK: what the partner asks of this side
@@ -436,10 +471,6 @@ final class GlueHandler: ChannelDuplexHandler {
             }
         } else if event is GatewayShutdownEvent {
             session.noteReason(.shutdown)
-            context.close(promise: nil)
-        } else if event is IdleStateHandler.IdleStateEvent {
-            session.noteReason(.idleTimeout)
-            session.logger.info("idle timeout")
             context.close(promise: nil)
         } else {
             context.fireUserInboundEventTriggered(event)
