@@ -490,16 +490,18 @@ extension SessionPipeline {
     /// `Execute` reach the server during the copy, and it ignores them: they get no `ReadyForQuery`.
     private mutating func enterCopyIn() {
         self.copyIn = .active
-        var index = self.expectations.index(after: self.expectations.startIndex)
-        while index != self.expectations.endIndex {
-            if case .sync = self.expectations[index] {
-                self.expectations.remove(at: index)
+        guard self.expectations.count > 1 else { return }
+        var kept = CircularBuffer<Expectation>(initialCapacity: self.expectations.count)
+        kept.append(self.expectations.removeFirst())
+        while let next = self.expectations.popFirst() {
+            if case .sync = next {
                 // The batch's Sync was consumed by the copy: the client's next Sync is the real one.
                 self.batchForwarded = true
-            } else {
-                index = self.expectations.index(after: index)
+                continue
             }
+            kept.append(next)
         }
+        self.expectations = kept
     }
 
     /// Returns false when the output cannot be masked (binary COPY): end the session with ``refuseBinaryCopy(into:)``.
