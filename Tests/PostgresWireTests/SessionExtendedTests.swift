@@ -170,4 +170,19 @@ struct SessionExtendedTests {
         #expect(answer.closeError == nil)
         #expect(harness.client(.query("SELECT 1")).records.count == 1)
     }
+
+    @Test func aFlushAfterABlockedParseStillReachesTheServer() {
+        // A client that sends Flush and waits before its Sync must get the answers queued before our error.
+        var harness = SessionHarness.established(rules: Self.blocking)
+        _ = harness.client(.parse(.init(name: "a", query: "SELECT 1")))
+        _ = harness.client(.parse(.init(name: "b", query: "DROP TABLE t")))
+        #expect(harness.client(.flush).toServer == [.flush])
+        let answer = harness.server(.parseComplete)
+        #expect(answer.toClient.count == 2)
+        guard case .errorResponse = answer.toClient.last else {
+            Issue.record("expected the blocked Parse's error after ParseComplete")
+            return
+        }
+        #expect(harness.client(.sync).toServer == [.sync])
+    }
 }

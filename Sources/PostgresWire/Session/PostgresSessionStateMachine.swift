@@ -13,6 +13,37 @@ import Policy
 /// the client's TLS handshake, authenticating (the client's own exchange relayed, or our own with injected
 /// credentials), then the operating phase (`SessionPipeline`), and closed.
 ///
+/// ## The gateway's side
+///
+/// - Decode the client with `PostgresFrontendMessageDecoder` and the server with `PostgresBackendMessageDecoder`
+///   (limits from the resource's `max_message_size`); feed each output to ``clientMessage(_:into:)`` or
+///   ``serverMessage(_:into:)``; a decoder error goes to ``clientDecodingFailed(_:into:)`` or
+///   ``serverDecodingFailed(_:into:)``; EOF to ``clientClosed(into:)`` or ``serverClosed(into:)``.
+/// - Run the actions in order: see ``Action``. Writes may be coalesced and flushed at the end of a read batch.
+/// - Evidence: every ``Action/recordStatement(_:)`` must be answered with ``recordCompleted(_:into:)`` once the
+///   entry is durable (or ``recordFailed(_:into:)``); several may be outstanding, and the audit writer may commit
+///   them together. Stamp the start on ``Action/statementStarted(_:)`` and the end on
+///   ``Action/statementCompleted(_:)``.
+/// - Backpressure: stop reading from the client while ``heldClientBytes`` is large, and from the server while
+///   ``isAwaitingColumns``.
+///
+/// ## Decisions
+///
+/// - Column masks need a result column's source: `RowDescription` is resolved when it arrives (the injected
+///   ``PostgresColumnResolver`` first, then ``Action/resolveColumns(_:)`` with server messages held until
+///   ``columnsResolved(_:into:)``). An `Execute` whose rows nobody described gets a `Describe` of ours in front of it,
+///   whose answer is not forwarded. A column that cannot be resolved is masked (fail closed).
+/// - Value policy by type and format: see `ResultPlan`. Text-like values (also in binary) are rewritten; other
+///   values a rule or detector hits become SQL NULL; binary non-text values are not scanned.
+/// - `COPY ... TO STDOUT`: text and CSV fields are scanned by the detectors; a COPY that may read a column a rule
+///   masks, and binary COPY, are refused when the session masks results (use `SELECT`).
+/// - A statement matching an `approve:` rule is refused until approvals exist. A fastpath `FunctionCall` is refused
+///   when a block rule lists functions (it names its function by OID only). Replication connections are refused
+///   when results are masked.
+/// - A statement with a backslash is judged under both values of `standard_conforming_strings`.
+/// - A failed evidence write ends the session with FATAL 58030: the statement is never forwarded unrecorded.
+/// - Messages the server would skip (after an error, until `Sync`) are dropped, not forwarded and not recorded.
+///
 /// Hot path: call the `into:` variants with one action array per connection (`removeAll(keepingCapacity: true)`
 /// between calls); untouched messages are forwarded as their original `frame`, and only rewritten rows, errors and
 /// COPY data are re-encoded.

@@ -200,8 +200,15 @@ struct SessionPipeline: Sendable {
             switch framed.message {
             case .sync, .terminate:
                 break
-            case .query, .parse, .bind, .describe, .execute, .close, .flush, .functionCall, .copyData, .copyDone,
-                .copyFail, .startup, .sslRequest, .gssEncRequest, .cancelRequest, .authenticationResponse:
+            case .flush:
+                // Our synthetic error waits behind answers the server may not have flushed yet: let it flush them,
+                // or a client that waits before sending Sync would wait forever. Flush changes nothing else.
+                if self.batchForwarded {
+                    self.forward(framed.frame, into: &actions)
+                }
+                return
+            case .query, .parse, .bind, .describe, .execute, .close, .functionCall, .copyData, .copyDone, .copyFail,
+                .startup, .sslRequest, .gssEncRequest, .cancelRequest, .authenticationResponse:
                 return
             }
         }
