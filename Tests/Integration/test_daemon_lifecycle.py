@@ -39,6 +39,9 @@ def test_evidence_survives_a_restart_and_stop_is_recorded(world, make_daemon):
     first = make_daemon()
     assert world.psql("svc-ci").returncode == 0
     first.wait_entries(lambda es: sessions(es, user="svc-ci"), what="a session before restart")
+    # session.close is a deferred entry (committed with the next one, or within 50 ms): wait for it,
+    # so that what follows in the log is exactly the stop and the next start.
+    first.wait_entries(lambda es: [e for e in es if e["kind"] == "session.close"], what="its session.close")
     before = first.audit()
     assert first.stop() == 0, f"interlockd exit code after SIGTERM: {first.proc.returncode}"
     second = make_daemon(directory=first.dir)
