@@ -110,8 +110,9 @@ public enum StatementKind: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Every kind there is (each object type under CREATE, ALTER and DROP, each COPY variant).
-    static let allKinds: [StatementKind] = {
+    /// Every kind there is (each object type under CREATE, ALTER and DROP, each COPY variant), for
+    /// tables built once per process (policy name lookups).
+    public static let allKinds: [StatementKind] = {
         var kinds: [StatementKind] = [
             .select, .insert, .update, .delete, .merge, .truncate, .grant, .revoke, .begin, .commit, .rollback,
             .savepoint, .release, .prepareTransaction, .commitPrepared, .rollbackPrepared, .set, .reset, .show,

@@ -226,22 +226,7 @@ enum CommandNames {
         .compactMap { name in StatementPattern(name).map { (name, $0) } }
 
     private static let table: [StatementKind: [String]] = {
-        var kinds: [StatementKind] = [
-            .select, .insert, .update, .delete, .merge, .truncate, .grant, .revoke, .begin, .commit, .rollback,
-            .savepoint, .release, .prepareTransaction, .commitPrepared, .rollbackPrepared, .set, .reset, .show,
-            .prepare, .execute, .deallocate, .do, .call, .explain(analyze: false), .explain(analyze: true), .values,
-            .table, .listen, .notify, .unlisten, .vacuum, .analyze, .cluster, .reindex, .lock, .discard, .comment,
-            .securityLabel, .refreshMaterializedView, .importForeignSchema, .load, .fetch, .move, .close, .declare,
-            .checkpoint, .unknown, .unparseable,
-        ]
-        for object in ObjectType.allCases {
-            kinds += [.create(object), .alter(object), .drop(object)]
-        }
-        for direction in [CopyDirection.to, .from] {
-            for endpoint in [CopyEndpoint.standardStream, .file, .program] {
-                kinds.append(.copy(direction, endpoint))
-            }
-        }
+        let kinds = StatementKind.allKinds
         var table: [StatementKind: [String]] = [:]
         for kind in kinds {
             table[kind] = compute(kind)
