@@ -61,13 +61,13 @@ public final class SockDiag: Sendable {
 enum InetDiagWire {
     static let netlinkSockDiag: Int32 = 4  // NETLINK_SOCK_DIAG
     static let ipprotoTCP: UInt8 = 6  // IPPROTO_TCP
-    static let nlmsghdrSize = 16
+    static let nlmsghdrSize = NetlinkWire.headerSize
     static let requestSize = 56  // struct inet_diag_req_v2
     static let messageSize = 72  // struct inet_diag_msg
     static let sockDiagByFamily: UInt16 = 20  // SOCK_DIAG_BY_FAMILY
-    static let nlmsgError: UInt16 = 2  // NLMSG_ERROR
-    static let nlmsgDone: UInt16 = 3  // NLMSG_DONE
-    static let nlmRequest: UInt16 = 1  // NLM_F_REQUEST
+    static let nlmsgError = NetlinkWire.nlmsgError
+    static let nlmsgDone = NetlinkWire.nlmsgDone
+    static let nlmRequest = NetlinkWire.requestFlag
     static let attributeCgroupID: UInt16 = 21  // INET_DIAG_CGROUP_ID
     static let tcpTimeWait: UInt8 = 6  // TCP_TIME_WAIT
     static let tcpListen: UInt8 = 10  // TCP_LISTEN
@@ -143,21 +143,17 @@ enum InetDiagWire {
         client: Endpoint,
         destination: Endpoint
     ) -> Reply {
-        var offset = 0
-        while offset + nlmsghdrSize <= buf.count {
-            let length = Int(buf.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-            guard length >= nlmsghdrSize, offset + length <= buf.count else {
-                return .failure(.netlink, "sock_diag: truncated netlink message", errno: nil)
-            }
-            let type = buf.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self)
-            let seq = buf.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)
-            let payload = UnsafeRawBufferPointer(rebasing: buf[(offset + nlmsghdrSize)..<(offset + length)])
-            offset += (length + 3) & ~3
-            guard seq == sequence else { continue }
+        let outcome: NetlinkRequester.Outcome<Reply> = NetlinkWire.forEachMessage(
+            in: buf, sequence: sequence, name: "sock_diag"
+        ) { type, payload in
             let reply = decodeMessage(type: type, payload: payload, client: client, destination: destination)
-            if reply != .ignore { return reply }
+            return reply == .ignore ? .keepReading : .done(.success(reply))
         }
-        return .ignore
+        switch outcome {
+        case .keepReading: return .ignore
+        case .done(.success(let reply)): return reply
+        case .done(.failure(let error)): return .failure(error.code, error.message, errno: error.errno)
+        }
     }
 
     static func decodeMessage(
