@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Capture", "Policy", "Audit", "Control",
+                "Capture", "Policy", "Audit", "Control", "PostgresWire", "Masking", "SQL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -21,7 +21,7 @@ PY=/usr/bin/python3 # Debian's python3 (python3-pytest, python3-psycopg2), whate
 PACKAGES=(
     nftables libnftnl-dev libmnl-dev libsqlite3-dev pkg-config
     postgresql postgresql-client pgbouncer haproxy
-    python3 python3-pytest python3-psycopg2
+    python3 python3-pytest python3-psycopg2 python3-psycopg
     curl iproute2 util-linux procps
 )
 

@@ -1,7 +1,9 @@
 import Capture
 import Crypto
 import Foundation
+import Masking
 import Policy
+import PostgresWire
 
 /// A policy file turned into what the data path needs: resolved accounts, resolved host names,
 /// the resource table, and the kernel ruleset that goes with it.
@@ -24,6 +26,14 @@ public struct ActivePolicy: Sendable {
     /// Hex SHA-256 of the policy file's bytes, recorded in `policy.loaded`.
     public var digest: String
     public var loadedAt: Date
+    /// The `rules:`, indexed for the per-session lookup.
+    public var rules: CompiledRules
+    /// Applies mask methods; holds the HMAC key of `with: hash`.
+    public var masker: Masker
+    /// The upstream logins of postgres resources with `credentials:`, by resource name. Read when the
+    /// policy is compiled (start, reload), so a password file the daemon cannot read is a policy
+    /// error, not a failed session; never logged (their descriptions hide the password).
+    var postgresCredentials: [String: PostgresInjectedCredentials]
 
     public var capturedUIDs: Set<UInt32> { Set(captured.map(\.uid)) }
 
@@ -36,6 +46,10 @@ public struct ActivePolicy: Sendable {
         text: String,
         accounts: any AccountDatabase,
         resolveHosts: ([Resource]) -> [String: [IPAddress]] = HostResolver.resolveAll,
+        defaultMaskKey: [UInt8] = MaskKey.ephemeral(),
+        readSecret: (SecretReference) throws(ConfigError) -> Secret = { reference throws(ConfigError) in
+            try reference.read()
+        },
         now: Date = Date()
     ) throws(ConfigError) -> ActivePolicy {
         guard let daemonUID = accounts.uid(ofUser: config.daemon.user) else {
@@ -75,16 +89,71 @@ public struct ActivePolicy: Sendable {
             capturedUIDs: captured.map(\.uid), daemonUID: daemonUID, listenPort: config.daemon.listenPort,
             upstreamMark: config.daemon.upstreamMark, allowDNS: config.capture.allowDNS)
         let digest = SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        let rules = CompiledRules(config.rules)
+        try checkColumnMasksHaveCatalogAccess(config)
+        var credentials: [String: PostgresInjectedCredentials] = [:]
+        for resource in config.resources where resource.protocol == .postgres {
+            guard let c = resource.credentials else { continue }
+            var password = ""
+            if let reference = c.password {
+                let secret = try readSecret(reference)
+                guard let text = secret.string else {
+                    throw ConfigError(
+                        location: reference.location, key: reference.key, message: "the password is not UTF-8")
+                }
+                password = text
+            }
+            credentials[resource.name] = PostgresInjectedCredentials(
+                user: c.user, password: password,
+                allowedMethods: c.password == nil ? [.none] : Set(UpstreamAuthenticator.Method.allCases))
+        }
+        var maskKey = defaultMaskKey
+        if let reference = config.masking.hashKey {
+            maskKey = try readSecret(reference).bytes
+            guard maskKey.count >= MaskKey.minimumLength else {
+                throw ConfigError(
+                    location: reference.location, key: reference.key,
+                    message: "the hash key must be at least \(MaskKey.minimumLength) bytes "
+                        + "(create one: head -c 32 /dev/urandom > FILE)")
+            }
+        }
         return ActivePolicy(
             config: config, resources: table, captured: captured, ruleset: ruleset, daemonUID: daemonUID,
-            digest: digest, loadedAt: now)
+            digest: digest, loadedAt: now, rules: rules, masker: Masker(hashKey: maskKey),
+            postgresCredentials: credentials)
+    }
+
+    /// Column masks need the catalog (a result column names its table by OID), which the daemon reads
+    /// on a side connection logged in as the resource's `credentials:`. Without them it could only
+    /// mask every column it cannot name, so such a file is refused with the rule's line.
+    private static func checkColumnMasksHaveCatalogAccess(_ config: PolicyConfig) throws(ConfigError) {
+        for rule in config.rules {
+            guard let mask = rule.mask, !mask.columns.isEmpty else { continue }
+            let names = rule.resources.map { Set($0.map(\.value)) }
+            for resource in config.resources where resource.protocol == .postgres && resource.credentials == nil {
+                guard names?.contains(resource.name) ?? true else { continue }
+                throw ConfigError(
+                    location: rule.location, key: "rules[\(rule.name)].mask.columns",
+                    message: "resource '\(resource.name)' has no credentials: column masks need them "
+                        + "(the catalog that names a result's source columns is read as that user); "
+                        + "add credentials to the resource, or mask by detectors only")
+            }
+        }
+    }
+
+    /// Uses `key` for `with: hash` unless the file names its own key (`masking.hash_key_file`): the
+    /// daemon's key file lives in its state directory, which exists only after the first load.
+    public mutating func useDefaultMaskKey(_ key: [UInt8]) {
+        if config.masking.hashKey == nil { masker = Masker(hashKey: key) }
     }
 
     /// Reads, parses and compiles the file at `path`.
-    public static func load(path: String, accounts: any AccountDatabase) throws(ConfigError) -> ActivePolicy {
+    public static func load(
+        path: String, accounts: any AccountDatabase, defaultMaskKey: [UInt8] = MaskKey.ephemeral()
+    ) throws(ConfigError) -> ActivePolicy {
         let text = try ConfigLoader.readFile(path)
         let config = try ConfigLoader.parse(text, path: path)
-        return try compile(config, text: text, accounts: accounts)
+        return try compile(config, text: text, accounts: accounts, defaultMaskKey: defaultMaskKey)
     }
 
     /// The same policy with host names resolved again (addresses of DNS-named resources change).

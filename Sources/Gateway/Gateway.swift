@@ -6,12 +6,20 @@ import NIOPosix
 import Policy
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The data plane: listeners on loopback that receive redirected connections, and the sessions
 /// they become.
 public final class Gateway: Sendable {
     public let runtime: Runtime
     let inspector: any ConnectionInspector
     let registry = ConnectionRegistry()
+    /// Sessions' backend keys, so a `CancelRequest` reaches the right server for the right caller.
+    let cancels: CancelRegistry
+    /// Source columns of PostgreSQL results, for column masks.
+    let catalog: PostgresCatalog
     let logger: Logger
     let group: any EventLoopGroup
     private let serverChannels = Mutex<[any Channel]>([])
@@ -23,6 +31,31 @@ public final class Gateway: Sendable {
         self.inspector = inspector
         self.group = group
         self.logger = logger
+        self.cancels = CancelRegistry()
+        self.catalog = PostgresCatalog(logger: logger) { [runtime] address, eventLoop in
+            Self.upstreamBootstrap(settings: runtime.policy.config.daemon, on: eventLoop).connect(to: address)
+        }
+    }
+
+    /// A client bootstrap for upstream connections: the daemon's mark (exempt from capture), the
+    /// connect timeout, no Nagle, half-close allowed.
+    func upstreamBootstrap(on eventLoop: any EventLoop) -> ClientBootstrap {
+        Self.upstreamBootstrap(settings: runtime.policy.config.daemon, on: eventLoop)
+    }
+
+    static func upstreamBootstrap(settings: DaemonSettings, on eventLoop: any EventLoop) -> ClientBootstrap {
+        let markOption = ChannelOptions.Types.SocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_MARK))
+        return ClientBootstrap(group: eventLoop)
+            .channelOption(markOption, value: SocketOptionValue(Int32(bitPattern: settings.upstreamMark)))
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.nanoseconds(settings.connectTimeout.nanosecondsClamped))
+    }
+
+    /// An upstream connection with no handlers yet (the caller adds its own once it is connected).
+    func connectUpstream(to target: SocketAddress, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+        upstreamBootstrap(on: eventLoop).connect(to: target)
     }
 
     /// Binds the listeners (IPv4 and IPv6 loopback) on `port`; returns their addresses.

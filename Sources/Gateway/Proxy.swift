@@ -197,7 +197,9 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
                         "evidence store failed; refusing connection", metadata: ["error": "\(error)"])
                     this.refuse(context: context, session: nil, reason: "audit store unavailable")
                 case .success:
-                    if decision == "allow" {
+                    if decision == "allow", let resource = session.resource, resource.protocol == .postgres {
+                        this.startPostgres(context: context, session: session, resource: resource, policy: policy)
+                    } else if decision == "allow" {
                         this.connectUpstream(context: context, session: session, policy: policy)
                     } else {
                         session.logger.info(
@@ -262,14 +264,8 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair(session: session)
-        let markOption = ChannelOptions.Types.SocketOption(
-            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_MARK))
         let bound = NIOLoopBound((self, context, session, clientGlue), eventLoop: context.eventLoop)
-        ClientBootstrap(group: context.eventLoop)
-            .channelOption(markOption, value: SocketOptionValue(Int32(bitPattern: settings.upstreamMark)))
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.nanoseconds(settings.connectTimeout.nanosecondsClamped))
+        gateway.upstreamBootstrap(on: context.eventLoop)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(upstreamGlue)
@@ -307,6 +303,34 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
                     session.logger.debug("forwarding", metadata: ["destination": "\(session.destination)"])
                 }
             }
+    }
+
+    /// A PostgreSQL resource: the session speaks the protocol itself, so the upstream connection is
+    /// opened by `PostgresProxy` when the client's startup packet asks for it (an `SSLRequest` is
+    /// answered first, and a `CancelRequest` never needs one).
+    private func startPostgres(
+        context: ChannelHandlerContext, session: ProxySession, resource: Resource, policy: ActivePolicy
+    ) {
+        guard context.channel.isActive else {
+            session.noteReason(.clientClosed)
+            session.end()
+            return
+        }
+        let proxy = PostgresProxy(
+            gateway: gateway, session: session, resource: resource, policy: policy, eventLoop: context.eventLoop)
+        gateway.counters.forwarded.add(1, ordering: .relaxed)
+        gateway.counters.active.add(1, ordering: .relaxed)
+        gateway.registry.add(context.channel, session: session)
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try pipeline.addHandler(PostgresClientSide(proxy: proxy))
+        } catch {
+            fail(context: context, session: session, reason: .error, error: error)
+            return
+        }
+        replayEarlyInput(context: context)
+        pipeline.removeHandler(self, promise: nil)
+        context.channel.setOption(.autoRead, value: true).whenFailure { _ in context.close(promise: nil) }
     }
 
     private func replayEarlyInput(context: ChannelHandlerContext) {
@@ -347,14 +371,8 @@ final class GlueHandler: ChannelDuplexHandler {
     private var inputClosed = false
 
     /// Set on the client side: the session ends after this long without a byte either way.
-    ///
-    /// Checked by a timer every quarter of the timeout against the session's byte counts, so the
-    /// read/write path pays nothing for it (NIO's IdleStateHandler reads the clock and allocates a
-    /// promise per write); an idle session is closed between 1× and 1.25× the timeout.
     var idleTimeout: TimeAmount?
-    private var idleCheck: Scheduled<Void>?
-    private var lastTotal: UInt64 = 0
-    private var lastChange = NIODeadline.now()
+    private var idle: IdleWatch?
 
     private init(side: Side, session: ProxySession) {
         self.side = side
@@ -375,36 +393,22 @@ final class GlueHandler: ChannelDuplexHandler {
         // client side existed: let it read now.
         partner?.partnerBecameWritable()
         if let idleTimeout {
-            lastChange = .now()
-            scheduleIdleCheck(context: context, every: .nanoseconds(max(idleTimeout.nanoseconds / 4, 1_000_000)))
+            let session = self.session
+            idle = IdleWatch(timeout: idleTimeout, on: context.eventLoop) { [weak self] in
+                self?.context == nil ? nil : session.bytesUp &+ session.bytesDown
+            } expired: {
+                session.noteReason(.idleTimeout)
+                session.logger.info("idle timeout")
+                context.close(promise: nil)
+            }
         }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        idleCheck?.cancel()
-        idleCheck = nil
+        idle?.cancel()
+        idle = nil
         self.context = nil
         self.partner = nil
-    }
-
-    private func scheduleIdleCheck(context: ChannelHandlerContext, every interval: TimeAmount) {
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        idleCheck = context.eventLoop.scheduleTask(in: interval) {
-            let (this, context) = bound.value
-            guard let timeout = this.idleTimeout, this.context != nil else { return }
-            let total = this.session.bytesUp &+ this.session.bytesDown
-            let now = NIODeadline.now()
-            if total != this.lastTotal {
-                this.lastTotal = total
-                this.lastChange = now
-            } else if now - this.lastChange >= timeout {
-                this.session.noteReason(.idleTimeout)
-                this.session.logger.info("idle timeout")
-                context.close(promise: nil)
-                return
-            }
-            this.scheduleIdleCheck(context: context, every: interval)
-        }
     }
 
     // MARK: what the partner asks of this side

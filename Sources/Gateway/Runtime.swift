@@ -21,6 +21,8 @@ public final class Runtime: Sendable {
     let logger: Logger
     let startedAt = Date()
     let listenAddresses: [String]
+    /// The daemon's own `with: hash` key, used when the policy names none (`MaskKey`).
+    let defaultMaskKey: [UInt8]
 
     private let policyState: Mutex<ActivePolicy>
     private let rulesetState = Mutex(RulesetStatus(health: "unknown"))
@@ -29,8 +31,10 @@ public final class Runtime: Sendable {
 
     public init(
         policy: ActivePolicy, policyPath: String, audit: AuditLog, accounts: any AccountDatabase,
-        installer: any RulesetInstaller, listenAddresses: [String], logger: Logger
+        installer: any RulesetInstaller, listenAddresses: [String], logger: Logger,
+        defaultMaskKey: [UInt8] = MaskKey.ephemeral()
     ) {
+        self.defaultMaskKey = defaultMaskKey
         self.policyState = Mutex(policy)
         self.policyPath = policyPath
         self.audit = audit
@@ -62,7 +66,7 @@ public final class Runtime: Sendable {
     public func reload(trigger: String) -> Result<ActivePolicy, ConfigError> {
         let result: Result<ActivePolicy, ConfigError>
         do {
-            let next = try ActivePolicy.load(path: policyPath, accounts: accounts)
+            let next = try ActivePolicy.load(path: policyPath, accounts: accounts, defaultMaskKey: defaultMaskKey)
             try Self.checkReloadable(from: policy.config, to: next.config)
             result = try rulesetLock.withLock { uninstalled throws(ConfigError) -> Result<ActivePolicy, ConfigError> in
                 if !uninstalled {

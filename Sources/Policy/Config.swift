@@ -8,20 +8,22 @@ public struct PolicyConfig: Sendable, Equatable {
     public var audit: AuditSettings
     public var capture: CaptureSettings
     public var postgres: PostgresSettings
+    public var masking: MaskingSettings
     public var resources: [Resource]
     /// The `rules:` list in file order; compile it once with `CompiledRules(_:)`.
     public var rules: [Rule]
 
     public init(
         path: String, daemon: DaemonSettings = .init(), audit: AuditSettings = .init(),
-        capture: CaptureSettings = .init(), postgres: PostgresSettings = .init(), resources: [Resource] = [],
-        rules: [Rule] = []
+        capture: CaptureSettings = .init(), postgres: PostgresSettings = .init(), masking: MaskingSettings = .init(),
+        resources: [Resource] = [], rules: [Rule] = []
     ) {
         self.path = path
         self.daemon = daemon
         self.audit = audit
         self.capture = capture
         self.postgres = postgres
+        self.masking = masking
         self.resources = resources
         self.rules = rules
     }
@@ -108,8 +110,30 @@ public enum AuditDurabilitySetting: String, Sendable, Equatable, CaseIterable {
 public struct AuditSettings: Sendable, Equatable {
     public var database: String = "/var/lib/interlock/audit.db"
     public var durability: AuditDurabilitySetting = .crash
+    /// How much of each statement the evidence keeps (`audit.statement_text`).
+    public var statementText: StatementTextSetting = .full
 
     public init() {}
+}
+
+/// `audit.statement_text`: whether statement entries keep the text as sent or with its literals
+/// (and bound parameter values) replaced, for databases whose queries carry personal data inline.
+public enum StatementTextSetting: String, Sendable, Equatable, CaseIterable {
+    /// The statement as the client sent it; parameter values masked by the session's detectors.
+    case full
+    /// String and numeric constants replaced by `'?'` and `?`, every parameter value by `?`.
+    case redacted
+}
+
+/// The `masking:` section: settings shared by every mask rule.
+public struct MaskingSettings: Sendable, Equatable {
+    /// The HMAC key of `with: hash` (so equal values stay joinable across sessions and restarts).
+    /// nil: the daemon's own key, created once in the state directory beside the evidence log.
+    public var hashKey: SecretReference?
+
+    public init(hashKey: SecretReference? = nil) {
+        self.hashKey = hashKey
+    }
 }
 
 public enum UnregisteredDestination: String, Sendable, Equatable, CaseIterable {

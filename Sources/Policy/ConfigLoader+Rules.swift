@@ -11,6 +11,16 @@ extension Walker {
         return p
     }
 
+    func masking(_ node: Node) throws(ConfigError) -> MaskingSettings {
+        let m = try mapping(node, key: "masking", allowed: ["hash_key_file"])
+        var settings = MaskingSettings()
+        if let n = m["hash_key_file"] {
+            let k = "masking.hash_key_file"
+            settings.hashKey = SecretReference(.file(try absolutePath(n, k)), key: k, location: location(n))
+        }
+        return settings
+    }
+
     func credentials(_ node: Node, _ key: String) throws(ConfigError) -> UpstreamCredentials {
         let m = try mapping(node, key: key, allowed: ["user", "password_file", "systemd_credential"])
         guard let userNode = m["user"] else { throw fail(node, "\(key).user", "missing: the upstream role name") }

@@ -80,11 +80,12 @@ public enum ConfigLoader {
         guard let root else { return config }  // an empty file is the defaults: nothing captured
         let doc = Walker(path: path)
         let top = try doc.mapping(
-            root, key: "", allowed: ["daemon", "audit", "capture", "postgres", "resources", "rules"])
+            root, key: "", allowed: ["daemon", "audit", "capture", "postgres", "masking", "resources", "rules"])
         if let node = top["daemon"] { config.daemon = try doc.daemon(node) }
         if let node = top["audit"] { config.audit = try doc.audit(node) }
         if let node = top["capture"] { config.capture = try doc.capture(node) }
         if let node = top["postgres"] { config.postgres = try doc.postgres(node) }
+        if let node = top["masking"] { config.masking = try doc.masking(node) }
         if let node = top["resources"] { config.resources = try doc.resources(node) }
         // After resources: rules name them.
         if let node = top["rules"] { config.rules = try doc.rules(node, resources: config.resources) }
@@ -251,13 +252,16 @@ struct Walker {
     }
 
     func audit(_ node: Node) throws(ConfigError) -> AuditSettings {
-        let m = try mapping(node, key: "audit", allowed: ["database", "durability"])
+        let m = try mapping(node, key: "audit", allowed: ["database", "durability", "statement_text"])
         var a = AuditSettings()
         if let n = m["database"] {
             a.database = try string(n, "audit.database")
             guard a.database.hasPrefix("/") else { throw fail(n, "audit.database", "expected an absolute path") }
         }
         if let n = m["durability"] { a.durability = try choice(n, "audit.durability", AuditDurabilitySetting.self) }
+        if let n = m["statement_text"] {
+            a.statementText = try choice(n, "audit.statement_text", StatementTextSetting.self)
+        }
         return a
     }
 

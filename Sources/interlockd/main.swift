@@ -52,7 +52,7 @@ let logger = Logger(label: "interlockd")
 
 // 1. The policy.
 let accounts = SystemAccounts()
-let initialPolicy: ActivePolicy
+var initialPolicy: ActivePolicy
 do {
     initialPolicy = try ActivePolicy.load(path: options.config, accounts: accounts)
 } catch {
@@ -121,10 +121,19 @@ do {
 } catch {
     die("cannot open the conntrack netlink socket: \(error)")
 }
+let maskKeyPath = databaseDirectory + "/mask-hash.key"
+let maskKey: [UInt8]
+do {
+    maskKey = try MaskKey.loadOrCreate(path: maskKeyPath)
+} catch {
+    die("cannot load the masking key: \(error)")
+}
+initialPolicy.useDefaultMaskKey(maskKey)
 let port = settings.daemon.listenPort
 let runtime = Runtime(
     policy: initialPolicy, policyPath: options.config, audit: audit, accounts: accounts,
-    installer: NetfilterRulesetInstaller(), listenAddresses: ["127.0.0.1:\(port)", "[::1]:\(port)"], logger: logger)
+    installer: NetfilterRulesetInstaller(), listenAddresses: ["127.0.0.1:\(port)", "[::1]:\(port)"], logger: logger,
+    defaultMaskKey: maskKey)
 
 do {
     _ = try await audit.append(

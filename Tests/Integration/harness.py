@@ -56,6 +56,13 @@ CGROUP_UNIT = "ci-job.service"
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# PostgreSQL logins of the world (scripts/lib/world.sh reads these from the environment): clients run
+# as the test accounts get PG_PASSWORD in PGPASSWORD; APP_USER is the role a resource's injected
+# credentials log in as, with a password made for this run that no client is ever given.
+PG_PASSWORD = os.environ.setdefault("IL_PG_PASSWORD", "orders-postgres-pw")
+APP_USER = "orders_app"
+APP_PASSWORD = os.environ.setdefault("IL_PG_APP_PASSWORD", "app-" + secrets.token_hex(12))
+
 
 def require(condition: bool, why: str) -> None:
     """A missing prerequisite skips locally and fails in CI (where skipping is not allowed)."""
@@ -371,7 +378,11 @@ DEFAULT_DAEMON = {"connect_timeout": "5s", "idle_timeout": "1h", "ruleset_check_
 
 
 def render_config(d: "Daemon", capture: dict | None = None, extra_resources: list[str] | None = None,
-                  daemon: dict | None = None) -> str:
+                  daemon: dict | None = None, orders_db: str = "", rules: str = "", sections: str = "",
+                  audit: dict | None = None) -> str:
+    """The daemon's policy file. `orders_db` adds keys to the orders-db resource (a flow mapping's
+    inside: `credentials: {...}, tls: {...}`), `rules` is the YAML of the `rules:` list's items,
+    `sections` more top-level YAML, `audit` more `audit:` keys."""
     c = dict(DEFAULT_CAPTURE)
     c.update(capture or {})
     dd = dict(DEFAULT_DAEMON)
@@ -385,17 +396,23 @@ def render_config(d: "Daemon", capture: dict | None = None, extra_resources: lis
     ] + [f"  {k}: {v}" for k, v in dd.items()] + [
         "audit:",
         f"  database: {d.dir / 'audit.db'}",
+    ] + [f"  {k}: {v}" for k, v in (audit or {}).items()] + [
         "capture:",
         f"  users: [{', '.join(c['users'])}]",
         f"  groups: [{', '.join(c['groups'])}]",
         f"  unregistered: {c['unregistered']}",
         f"  dns: {c['dns']}",
         "resources:",
-        f'  - {{ name: orders-db, protocol: postgres, address: "{REMOTE4}:5432" }}',
+        f'  - {{ name: orders-db, protocol: postgres, address: "{REMOTE4}:5432"'
+        + (f", {orders_db}" if orders_db else "") + " }",
         f'  - {{ name: orders-db-v6, protocol: postgres, address: "[{REMOTE6}]:5432" }}',
         '  - { name: artifacts, protocol: tcp, address: "198.18.0.0/24:8080" }',
     ]
     lines += extra_resources or []
+    if rules:
+        lines += ["rules:", rules.rstrip("\n")]
+    if sections:
+        lines += [sections.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

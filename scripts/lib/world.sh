@@ -119,6 +119,13 @@ il_world_down() {
 # PostgreSQL 15 in the remote namespace, as the `postgres` user, in a private directory.
 
 IL_PG_BIN=${IL_PG_BIN:-/usr/lib/postgresql/15/bin}
+# Network logins need a password (SCRAM-SHA-256; md5 and cleartext for the roles made to test them).
+# Clients run by il_run_as get this one in PGPASSWORD unless the caller sets PGPASSWORD itself (set
+# it empty for a client that knows no password).
+IL_PG_PASSWORD=${IL_PG_PASSWORD:-orders-postgres-pw}
+# The role Interlock logs in as when a resource has credentials (the client never learns it).
+IL_PG_APP_USER=orders_app
+IL_PG_APP_PASSWORD=${IL_PG_APP_PASSWORD:-orders-app-pw}
 
 # il_pg_start REMOTE DIR: initdb in DIR/data, listen on the remote addresses, database `orders`.
 il_pg_start() {
@@ -141,11 +148,13 @@ log_line_prefix = '%m [%p] %r '
 fsync = off
 max_connections = 200
 EOF
+    # md5 uses SCRAM for roles whose password is stored as SCRAM (all but legacy_md5).
     cat >"$data/pg_hba.conf" <<EOF
 local all all                trust
 host  all all 127.0.0.1/32   trust
-host  all all $IL_NET4.0/24  trust
-host  all all 2001:db8:18::/64 trust
+host  all legacy_clear $IL_NET4.0/24 password
+host  all all $IL_NET4.0/24  md5
+host  all all 2001:db8:18::/64 md5
 EOF
     il_log "pg_ctl start in $r"
     nsenter --net="/run/netns/$r" runuser -u postgres -- "$IL_PG_BIN/pg_ctl" -D "$data" \
@@ -155,6 +164,19 @@ EOF
     runuser -u postgres -- psql -X -q -h "$dir" -U postgres -d orders -v ON_ERROR_STOP=1 <<'EOF' || return 1
 CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, price numeric(10, 2) NOT NULL);
 INSERT INTO items VALUES (1, 'widget', 9.99), (2, 'gadget', 24.50), (3, 'gizmo', 3.00);
+EOF
+    runuser -u postgres -- psql -X -q -h "$dir" -U postgres -d orders -v ON_ERROR_STOP=1 \
+        -v pw="$IL_PG_PASSWORD" -v app="$IL_PG_APP_USER" -v apppw="$IL_PG_APP_PASSWORD" <<'EOF' || return 1
+ALTER ROLE postgres PASSWORD :'pw';
+CREATE ROLE :"app" LOGIN PASSWORD :'apppw';
+GRANT ALL ON SCHEMA public TO :"app";
+GRANT ALL ON ALL TABLES IN SCHEMA public TO :"app";
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO :"app";
+SET password_encryption = 'md5';
+CREATE ROLE legacy_md5 LOGIN PASSWORD 'legacy-md5-pw';
+RESET password_encryption;
+CREATE ROLE legacy_clear LOGIN PASSWORD 'legacy-clear-pw';
+GRANT SELECT ON items TO legacy_md5, legacy_clear;
 EOF
 }
 
@@ -201,7 +223,7 @@ il_run_as() {
     local ns=$1 user=$2 cg=$3
     shift 3
     # shellcheck disable=SC2016
-    env HOME=/tmp nsenter --net="/run/netns/$ns" sh -c '
+    env HOME=/tmp PGPASSWORD="${PGPASSWORD-$IL_PG_PASSWORD}" nsenter --net="/run/netns/$ns" sh -c '
         cg=$1; shift
         if [ -n "$cg" ]; then echo $$ > "$cg/cgroup.procs" || exit 125; fi
         exec "$@"' sh "$cg" setpriv --reuid="$user" --regid="$user" --init-groups -- "$@"

@@ -1,0 +1,685 @@
+import Audit
+import Logging
+import NIOCore
+import NIOPosix
+import Policy
+import PostgresWire
+
+/// The I/O half of one PostgreSQL session: it decodes both sides, feeds
+/// `PostgresSessionStateMachine`, and runs the actions it returns (write, connect, record, resolve
+/// columns, close). Every protocol decision is the machine's; this class only moves bytes, talks to
+/// the evidence log and the catalog, and keeps the two channels' backpressure honest.
+///
+/// Both channels live on one event loop, and so does this object: nothing in it is locked.
+/// `PostgresClientSide` and `PostgresServerSide` are the handlers that feed it.
+final class PostgresProxy {
+    typealias Machine = PostgresSessionStateMachine
+
+    /// Stop reading from the client while this many bytes of its messages wait for their evidence.
+    static let heldClientBytesLimit = 4 << 20
+
+    let gateway: Gateway
+    let session: ProxySession
+    let resource: Resource
+    let eventLoop: any EventLoop
+    private let subject: AuditSubject
+    private let settings: DaemonSettings
+    private let limits: PostgresMessageLimits
+    private let injected: Bool
+    private let catalog: PostgresCatalogView?
+    private var machine: Machine
+    private var actions: [Machine.Action] = []
+    private var spareActions: [Machine.Action] = []
+    private var clientDecoder: NIOSingleStepByteToMessageProcessor<PostgresFrontendMessageDecoder>
+    private var serverDecoder: NIOSingleStepByteToMessageProcessor<PostgresBackendMessageDecoder>
+
+    fileprivate var client: ChannelHandlerContext?
+    fileprivate var server: ChannelHandlerContext?
+    private enum Upstream {
+        case none
+        case connecting(queued: [ByteBuffer])
+        case connected
+        case closed
+    }
+    private var upstream: Upstream = .none
+    private var clientOpen = true
+    private var serverOpen = false
+    private var clientNeedsFlush = false
+    private var serverNeedsFlush = false
+    private var pendingClientRead = false
+    private var pendingServerRead = false
+    private var closing = false
+    private var cancelKey: PostgresBackendKey?
+    /// Start times of statements being forwarded, for `statement.end`'s duration.
+    private var started: [StatementID: NIODeadline] = [:]
+    /// Statements whose completion changes the catalog's names (ALTER ... RENAME), to drop the cache.
+    private var alteringStatements: Set<StatementID> = []
+    private var idle: IdleWatch?
+
+    init(gateway: Gateway, session: ProxySession, resource: Resource, policy: ActivePolicy, eventLoop: any EventLoop) {
+        self.gateway = gateway
+        self.session = session
+        self.resource = resource
+        self.eventLoop = eventLoop
+        self.settings = policy.config.daemon
+        self.subject = AuditSubject(
+            user: session.identity.user ?? "uid:\(session.identity.uid)", resource: resource.name, session: session.id)
+        let size = policy.config.maxMessageSize(for: resource)
+        self.limits = PostgresMessageLimits(maximumMessageSize: size)
+        let credentials = policy.postgresCredentials[resource.name]
+        self.injected = credentials != nil
+        let upstream = try? session.destination.socketAddress
+        let catalog = credentials.flatMap { c in
+            upstream.map { gateway.catalog.view(resource: resource.name, upstream: $0, credentials: c) }
+        }
+        self.catalog = catalog
+        let configuration = PostgresSessionConfiguration(
+            rules: policy.rules.rules(for: session.identity, resource: resource.name),
+            masker: policy.masker,
+            credentials: credentials,
+            clientTLS: .disable,
+            statementText: policy.config.audit.statementText == .redacted ? .redactLiterals : .full,
+            columnResolver: catalog ?? InMemoryColumnResolver())
+        self.machine = Machine(configuration: configuration)
+        self.clientDecoder = NIOSingleStepByteToMessageProcessor(
+            PostgresFrontendMessageDecoder(limits: limits), maximumBufferSize: size + 16)
+        self.serverDecoder = NIOSingleStepByteToMessageProcessor(
+            PostgresBackendMessageDecoder(limits: limits), maximumBufferSize: size + 16)
+    }
+
+    // MARK: client side
+
+    fileprivate func clientAdded(_ context: ChannelHandlerContext) {
+        client = context
+        let timeout = TimeAmount.nanoseconds(settings.idleTimeout.nanosecondsClamped)
+        idle = IdleWatch(timeout: timeout, on: context.eventLoop) { [weak self] in
+            guard let self else { return nil }
+            return self.session.bytesUp &+ self.session.bytesDown
+        } expired: { [weak self] in
+            guard let self else { return }
+            self.session.noteReason(.idleTimeout)
+            self.session.logger.info("idle timeout")
+            self.closeBoth()
+        }
+    }
+
+    fileprivate func clientRead(_ buffer: ByteBuffer) {
+        session.bytesUp &+= UInt64(buffer.readableBytes)
+        do {
+            try clientDecoder.process(buffer: buffer) { message in
+                self.machine.clientMessage(message, into: &self.actions)
+                self.run()
+            }
+        } catch let error as PostgresWireError {
+            session.logger.info("client protocol error", metadata: ["error": "\(error.message)"])
+            session.noteReason(.error)
+            session.detail = "client: \(error.message)"
+            machine.clientDecodingFailed(error, into: &actions)
+            run()
+        } catch {
+            machine.clientDecodingFailed(
+                PostgresWireError(code: .malformedMessage, message: "\(error)", sqlState: "08P01"),
+                into: &actions)
+            run()
+        }
+    }
+
+    fileprivate func clientReadComplete() {
+        flush()
+    }
+
+    fileprivate func clientInactive() {
+        guard clientOpen else { return }
+        clientOpen = false
+        idle?.cancel()
+        session.noteReason(.clientClosed)
+        machine.clientClosed(into: &actions)
+        run()
+        closeServer()
+        endIfDone()
+    }
+
+    fileprivate func clientWantsRead(_ context: ChannelHandlerContext) {
+        if machine.heldClientBytes > Self.heldClientBytesLimit || !(serverWritable) {
+            pendingClientRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    fileprivate func clientWritabilityChanged() {
+        resumeReads()
+    }
+
+    // MARK: server side
+
+    fileprivate func serverRead(_ buffer: ByteBuffer) {
+        session.bytesDown &+= UInt64(buffer.readableBytes)
+        do {
+            try serverDecoder.process(buffer: buffer) { message in
+                self.machine.serverMessage(message, into: &self.actions)
+                self.run()
+            }
+        } catch let error as PostgresWireError {
+            session.logger.info("server protocol error", metadata: ["error": "\(error.message)"])
+            session.noteReason(.error)
+            session.detail = "server: \(error.message)"
+            machine.serverDecodingFailed(error, into: &actions)
+            run()
+        } catch {
+            machine.serverDecodingFailed(
+                PostgresWireError(code: .malformedMessage, message: "\(error)", sqlState: "08P01"),
+                into: &actions)
+            run()
+        }
+    }
+
+    fileprivate func serverReadComplete() {
+        flush()
+    }
+
+    fileprivate func serverInactive() {
+        guard serverOpen else { return }
+        serverOpen = false
+        upstream = .closed
+        session.noteReason(.upstreamClosed)
+        machine.serverClosed(into: &actions)
+        run()
+        closeClient()
+        endIfDone()
+    }
+
+    fileprivate func serverWantsRead(_ context: ChannelHandlerContext) {
+        if machine.isAwaitingColumns || !(client?.channel.isWritable ?? false) {
+            pendingServerRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    fileprivate func serverWritabilityChanged() {
+        resumeReads()
+    }
+
+    private var serverWritable: Bool {
+        switch upstream {
+        case .connected: server?.channel.isWritable ?? false
+        case .none, .connecting, .closed: true
+        }
+    }
+
+    private func resumeReads() {
+        if pendingClientRead, machine.heldClientBytes <= Self.heldClientBytesLimit, serverWritable {
+            pendingClientRead = false
+            client?.read()
+        }
+        if pendingServerRead, !machine.isAwaitingColumns, client?.channel.isWritable ?? false {
+            pendingServerRead = false
+            server?.read()
+        }
+    }
+
+    // MARK: running the machine's actions
+
+    /// Runs what the machine asked for. Actions of a nested call (a close that makes a channel inactive
+    /// at once) run in their own batch; the machine never expects more than their order within one.
+    private func run() {
+        guard !actions.isEmpty else { return }
+        var batch = spareActions
+        spareActions = []
+        swap(&batch, &actions)
+        for action in batch {
+            execute(action)
+        }
+        batch.removeAll(keepingCapacity: true)
+        if spareActions.isEmpty { spareActions = batch }
+    }
+
+    private func execute(_ action: Machine.Action) {
+        switch action {
+        case .sendToClient(let bytes):
+            guard let client, clientOpen else { return }
+            client.write(NIOAny(bytes), promise: nil)
+            clientNeedsFlush = true
+        case .sendToServer(let bytes):
+            sendToServer(bytes)
+        case .startClientTLS:
+            // Offering TLS is not configured on this path yet: the machine only asks with clientTLS .offer.
+            closeBoth()
+        case .connectUpstream(let startup):
+            connectUpstream(startup: startup)
+        case .cancelRequested(let key):
+            cancel(key)
+        case .sessionEstablished(let info):
+            established(info)
+        case .recordStatement(let evidence):
+            record(evidence)
+        case .recordBlockedStatement(let evidence):
+            session.logger.info(
+                "statement blocked", metadata: ["statement": "\(evidence.id)", "kinds": "\(evidence.kinds)"])
+            gateway.runtime.audit.append(
+                kind: "statement", subject: subject,
+                fields: PostgresEvidence.statement(evidence, session: session.id)
+            ) { [logger = session.logger] result in
+                if case .failure(let error) = result {
+                    logger.critical("could not record a blocked statement", metadata: ["error": "\(error)"])
+                }
+            }
+        case .statementStarted(let id):
+            started[id] = .now()
+        case .statementCompleted(let outcome):
+            completed(outcome)
+        case .resolveColumns(let columns):
+            resolve(columns)
+        case .closeWithError(let fields):
+            closeWithError(fields)
+        case .close:
+            closeBoth()
+        }
+    }
+
+    private func sendToServer(_ bytes: ByteBuffer) {
+        switch upstream {
+        case .connected:
+            server?.write(NIOAny(bytes), promise: nil)
+            serverNeedsFlush = true
+        case .connecting(var queued):
+            queued.append(bytes)
+            upstream = .connecting(queued: queued)
+        case .none, .closed:
+            return
+        }
+    }
+
+    private func flush() {
+        if clientNeedsFlush {
+            clientNeedsFlush = false
+            client?.flush()
+        }
+        if serverNeedsFlush {
+            serverNeedsFlush = false
+            server?.flush()
+        }
+        resumeReads()
+    }
+
+    // MARK: evidence
+
+    private func record(_ evidence: StatementEvidence) {
+        if evidence.kinds.contains(where: { $0.hasPrefix("ALTER") }) {
+            alteringStatements.insert(evidence.id)
+        }
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let id = evidence.id
+        gateway.runtime.audit.append(
+            kind: "statement", subject: subject, fields: PostgresEvidence.statement(evidence, session: session.id)
+        ) { [eventLoop] result in
+            eventLoop.execute {
+                let this = bound.value
+                switch result {
+                case .success:
+                    this.machine.recordCompleted(id, into: &this.actions)
+                case .failure(let error):
+                    this.session.logger.critical(
+                        "evidence store failed; refusing the statement", metadata: ["error": "\(error)"])
+                    this.session.noteReason(.auditFailed)
+                    this.machine.recordFailed(id, into: &this.actions)
+                }
+                this.run()
+                this.flush()
+            }
+        }
+    }
+
+    private func completed(_ outcome: StatementOutcome) {
+        let duration = started.removeValue(forKey: outcome.id).map { (NIODeadline.now() - $0).nanoseconds / 1000 }
+        if alteringStatements.remove(outcome.id) != nil, case .completed = outcome.result {
+            catalog?.invalidate()
+        }
+        gateway.runtime.audit.append(
+            kind: "statement.end", subject: subject,
+            fields: PostgresEvidence.statementEnd(outcome, session: session.id, durationMicroseconds: duration),
+            deferred: true
+        ) { [logger = session.logger] result in
+            if case .failure(let error) = result {
+                logger.critical("could not record a statement's end", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    private func established(_ info: PostgresSessionInfo) {
+        if let key = info.backendKey, let address = try? session.destination.socketAddress {
+            cancelKey = key
+            gateway.cancels.register(
+                key,
+                CancelRegistry.Target(
+                    session: session.id, uid: session.identity.uid, resource: resource.name, upstream: address))
+        }
+        catalog?.use(database: info.database ?? info.upstreamUser ?? "")
+        session.logger.debug("postgres session established", metadata: ["database": "\(info.database ?? "")"])
+        gateway.runtime.audit.append(
+            kind: "postgres.login", subject: subject,
+            fields: PostgresEvidence.login(info, session: session.id, injected: injected, clientTLS: false),
+            deferred: true
+        ) { [logger = session.logger] result in
+            if case .failure(let error) = result {
+                logger.critical("could not record the login", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: cancel
+
+    /// A `CancelRequest` names a backend by its key. It is forwarded only when the session that owns
+    /// the key belongs to the same account, on the same resource; either way it is recorded first.
+    private func cancel(_ key: PostgresBackendKey) {
+        let target = gateway.cancels.lookup(key)
+        var fields: [String: AuditValue] = [
+            "session": .string(session.id),
+            "backend_pid": .int(Int64(key.processID)),
+        ]
+        let decision: String
+        let reason: String
+        if let target {
+            fields["target_session"] = .string(target.session)
+            if target.uid != session.identity.uid {
+                (decision, reason) = ("deny", "the session belongs to another account")
+            } else if target.resource != resource.name {
+                (decision, reason) = ("deny", "the session is on another resource")
+            } else {
+                (decision, reason) = ("allow", "same account and resource")
+            }
+        } else {
+            (decision, reason) = ("deny", "no live session has this backend key")
+        }
+        fields["decision"] = .string(decision)
+        fields["reason"] = .string(reason)
+        session.logger.info("cancel request", metadata: ["decision": "\(decision)", "reason": "\(reason)"])
+        let gateway = self.gateway
+        let eventLoop = self.eventLoop
+        let logger = session.logger
+        let frame = PostgresFrontendMessage.cancelRequest(key)
+        gateway.runtime.audit.append(kind: "postgres.cancel", subject: subject, fields: fields) { result in
+            guard case .success = result else {
+                logger.critical("could not record a cancel request; not forwarded")
+                return
+            }
+            guard decision == "allow", let target else { return }
+            eventLoop.execute {
+                gateway.connectUpstream(to: target.upstream, on: eventLoop).whenComplete { result in
+                    guard case .success(let channel) = result else {
+                        logger.info("could not forward a cancel request: the server is unreachable")
+                        return
+                    }
+                    var buffer = channel.allocator.buffer(capacity: 16)
+                    frame.encode(into: &buffer)
+                    channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+                }
+            }
+        }
+    }
+
+    // MARK: catalog
+
+    private func resolve(_ columns: [PostgresColumnID]) {
+        guard let catalog else {
+            // No side connection without credentials (the policy check prevents column rules here): fail closed.
+            machine.columnsResolved([:], into: &actions)
+            run()
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        catalog.resolve(columns, on: eventLoop).whenSuccess { resolutions in
+            let this = bound.value
+            this.machine.columnsResolved(resolutions, into: &this.actions)
+            this.run()
+            this.flush()
+        }
+    }
+
+    // MARK: upstream
+
+    private func connectUpstream(startup: ByteBuffer) {
+        guard case .none = upstream else { return }
+        upstream = .connecting(queued: [startup])
+        let target: SocketAddress
+        do {
+            target = try session.destination.socketAddress
+        } catch {
+            upstreamFailed(error)
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        gateway.connectUpstream(to: target, on: eventLoop).whenComplete { result in
+            let this = bound.value
+            switch result {
+            case .failure(let error):
+                this.upstreamFailed(error)
+            case .success(let channel):
+                guard this.clientOpen, !this.closing else {
+                    channel.close(promise: nil)
+                    return
+                }
+                do {
+                    try channel.pipeline.syncOperations.addHandler(PostgresServerSide(proxy: this))
+                } catch {
+                    channel.close(promise: nil)
+                    this.upstreamFailed(error)
+                    return
+                }
+                this.serverOpen = true
+                guard case .connecting(let queued) = this.upstream else { return }
+                this.upstream = .connected
+                for bytes in queued {
+                    this.server?.write(NIOAny(bytes), promise: nil)
+                }
+                this.serverNeedsFlush = true
+                this.flush()
+            }
+        }
+    }
+
+    private func upstreamFailed(_ error: any Error) {
+        upstream = .closed
+        session.noteReason(.connectFailed)
+        session.detail = "\(error)"
+        session.logger.info("upstream connect failed", metadata: ["error": "\(error)"])
+        var fields = PostgresErrorFields()
+        fields[.localizedSeverity] = "FATAL"
+        fields[.severity] = "FATAL"
+        fields[.sqlState] = "08001"
+        fields[.message] = "interlock could not connect to the database server for resource \(resource.name)"
+        fields[.detail] = "\(error)"
+        closeWithError(fields)
+    }
+
+    // MARK: ending
+
+    private func closeWithError(_ fields: PostgresErrorFields) {
+        guard let client, clientOpen, !closing else {
+            closeBoth()
+            return
+        }
+        closing = true
+        var buffer = client.channel.allocator.buffer(capacity: 128)
+        PostgresBackendMessage.errorResponse(fields).encode(into: &buffer)
+        let channel = client.channel
+        client.writeAndFlush(NIOAny(buffer)).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+        closeServer()
+    }
+
+    private func closeBoth() {
+        closing = true
+        if clientNeedsFlush {
+            clientNeedsFlush = false
+            client?.flush()
+        }
+        closeClient()
+        closeServer()
+    }
+
+    private func closeClient() {
+        if clientOpen { client?.close(promise: nil) }
+    }
+
+    private func closeServer() {
+        switch upstream {
+        case .connected:
+            server?.close(promise: nil)
+        case .connecting:
+            upstream = .closed
+        case .none, .closed:
+            break
+        }
+    }
+
+    private func endIfDone() {
+        guard !clientOpen, !serverOpen else { return }
+        if let key = cancelKey {
+            gateway.cancels.unregister(key, session: session.id)
+            cancelKey = nil
+        }
+        session.end()
+    }
+
+    fileprivate func shutdown() {
+        session.noteReason(.shutdown)
+        var fields = PostgresErrorFields()
+        fields[.localizedSeverity] = "FATAL"
+        fields[.severity] = "FATAL"
+        fields[.sqlState] = "57P01"
+        fields[.message] = "terminating connection because interlock is shutting down"
+        closeWithError(fields)
+    }
+
+    fileprivate func caught(_ error: any Error, side: String) {
+        session.noteReason(.error)
+        session.logger.debug("connection error", metadata: ["side": "\(side)", "error": "\(error)"])
+        closeBoth()
+    }
+
+    fileprivate func serverAdded(_ context: ChannelHandlerContext) {
+        server = context
+    }
+
+    fileprivate func removed() {
+        client = nil
+        server = nil
+    }
+}
+
+/// The client channel's handler of a PostgreSQL session (added by `AdmissionHandler`).
+final class PostgresClientSide: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var proxy: PostgresProxy?
+
+    init(proxy: PostgresProxy) {
+        self.proxy = proxy
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        proxy?.clientAdded(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        proxy?.clientRead(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        proxy?.clientReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let proxy = self.proxy
+        proxy?.clientInactive()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            // A PostgreSQL client that stops sending is gone (Terminate or not): end the session.
+            context.close(promise: nil)
+        } else if event is GatewayShutdownEvent {
+            proxy?.shutdown()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        proxy?.caught(error, side: "client")
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        proxy?.clientWritabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let proxy { proxy.clientWantsRead(context) } else { context.read() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        proxy = nil
+    }
+}
+
+/// The upstream channel's handler of a PostgreSQL session.
+final class PostgresServerSide: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var proxy: PostgresProxy?
+
+    init(proxy: PostgresProxy) {
+        self.proxy = proxy
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        proxy?.serverAdded(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        proxy?.serverRead(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        proxy?.serverReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        proxy?.serverInactive()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? ChannelEvent, e == .inputClosed {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        proxy?.caught(error, side: "server")
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        proxy?.serverWritabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let proxy { proxy.serverWantsRead(context) } else { context.read() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        proxy = nil
+    }
+}
