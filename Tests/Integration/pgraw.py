@@ -98,7 +98,10 @@ def query(s, sql):
     s.sendall(b"Q" + struct.pack("!I", 4 + len(body)) + body)
     rows, error = [], None
     while True:
-        kind, b = read_message(s)
+        try:
+            kind, b = read_message(s)
+        except (EOFError, ConnectionResetError):
+            return {"rows": rows, "error": error, "closed": True}
         if kind == b"D":
             n = struct.unpack("!H", b[:2])[0]
             pos, row = 2, []
@@ -136,7 +139,10 @@ def main():
         pid, secret = startup(s)
         print(json.dumps({"pid": pid, "secret": secret}), flush=True)
         for line in sys.stdin:
-            print(json.dumps(query(s, line.strip())), flush=True)
+            result = query(s, line.strip())
+            print(json.dumps(result), flush=True)
+            if result.get("closed"):
+                break
     elif mode == "cancel":
         s.sendall(struct.pack("!IIiI", 16, 80877102, int(args[0]), int(args[1])))
         try:
