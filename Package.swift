@@ -106,6 +106,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Content-detector throughput per core, for bench/run.sh (issue 3). Not a product.
+        .executableTarget(name: "interlock-bench", dependencies: ["Masking"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
         .testTarget(name: "SQLTests", dependencies: ["SQL"]),
         .testTarget(name: "MaskingTests", dependencies: ["Masking"]),
