@@ -11,11 +11,21 @@ Variants (clients always run in the host namespace, inside the world's unit cgro
   haproxy    alice -> 127.0.0.1:6433, haproxy (mode tcp, user nobody)       -> 198.18.0.10:5432
   interlock  svc-ci (captured) -> 198.18.0.10:5432, redirected by nftables to interlockd
 
-Workloads: pgbench -S -c 8 -j 2; pgbench -C -S -c 8 -j 2; pgbench -C -S -c 1 -j 1 (unloaded connect).
+Workloads (one round runs each on every variant): pgbench -S -c 8 -j 2 -M simple and -M prepared (issue 3:
+forwarding with interlockd's per-statement policy and evidence on); pgbench -C -S -c 8 -j 2 and -C -S -c 1 -j 1
+(issue 2: connection setup); COPY of BENCH_COPY_ROWS rows out (issue 3: direct, the peers, and interlockd plain and
+with an e-mail detector masking the stream). After the rounds: the connection-setup probe (issue 2) and the
+content-detector micro-benchmark (`interlock-bench`, issue 3). Idle memory (issue 2) runs first.
+
+interlockd's policy (the issue-3 one): orders-db with injected credentials (role orders_app), a block rule (DROP,
+TRUNCATE, unbounded writes) and a column mask on pgbench_branches.filler (a column pgbench -S never reads) for
+everyone, and for svc-bot only an e-mail detector mask (partial), which the COPY figure uses.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import resource
@@ -31,7 +41,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Tests" / "Integration"))
 import harness  # noqa: E402  (INTERLOCK_BIN_DIR is read at import; run.sh exports it)
-from harness import REMOTE4, PYTHON  # noqa: E402
+from harness import REMOTE4, PYTHON, PG_PASSWORD  # noqa: E402
+from pgtest import credentials_yaml  # noqa: E402
 
 # Our own unit cgroup: harness's default slice is shared with (and removed by) concurrent test runs.
 harness.CGROUP_SLICE = "interlock-bench.slice"
@@ -41,6 +52,10 @@ REPS = int(os.environ.get("BENCH_REPS", "5"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 IDLE_N = int(os.environ.get("BENCH_IDLE", "1000"))
 PROFILE = os.environ.get("BENCH_PROFILE", "0") == "1"
+# Issue 2's connection figures (-C workloads, idle memory, connection-setup probe); 0 skips them.
+CONNECT = os.environ.get("BENCH_CONNECT", "1") == "1"
+COPY_ROWS = int(os.environ.get("BENCH_COPY_ROWS", "3000000"))
+DETECTOR_SECONDS = float(os.environ.get("BENCH_DETECTOR_SECONDS", "3"))
 OUT = Path(os.environ.get("BENCH_OUT", "/tmp/interlock-bench/latest.md"))
 SCALE = 1  # pgbench -i -s: 100,000 rows, fits in shared_buffers; -S measures the path, not the disk
 
@@ -75,11 +90,61 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 WORKLOADS = [
-    ("S", "-S -c 8 -j 2", ["-S", "-c", "8", "-j", "2"]),
-    ("C", "-C -S -c 8 -j 2", ["-C", "-S", "-c", "8", "-j", "2"]),
-    ("C1", "-C -S -c 1 -j 1", ["-C", "-S", "-c", "1", "-j", "1"]),
+    ("S", "-S -c 8 -j 2 -M simple", ["-S", "-c", "8", "-j", "2", "-M", "simple"]),
+    ("SP", "-S -c 8 -j 2 -M prepared", ["-S", "-c", "8", "-j", "2", "-M", "prepared"]),
 ]
+if CONNECT:
+    WORKLOADS += [
+        ("C", "-C -S -c 8 -j 2", ["-C", "-S", "-c", "8", "-j", "2"]),
+        ("C1", "-C -S -c 1 -j 1", ["-C", "-S", "-c", "1", "-j", "1"]),
+    ]
 VARIANTS = ["direct", "pgbouncer", "haproxy", "interlock"]
+# COPY out: the peers, interlockd with the column-rule policy on a table no rule covers (svc-ci: the plain gateway
+# rate), and interlockd with an e-mail detector masking the stream (svc-bot).
+COPY_VARIANTS = ["direct", "pgbouncer", "haproxy", "interlock", "interlock-detect"]
+COPY_SQL = "COPY copy_bench TO STDOUT"
+
+# The daemon's rules (issue 3): a block rule and a column mask on a column pgbench -S does not read, for everyone;
+# an e-mail detector for svc-bot only (the COPY run). Column masks need injected credentials on the resource.
+RULES = """\
+  - name: no-ddl
+    resources: [orders-db]
+    block: { statements: [DROP, TRUNCATE], unbounded_writes: true }
+  - name: pii
+    resources: [orders-db]
+    mask: { columns: [pgbench_branches.filler], with: redact }
+  - name: copy-emails
+    identities: [user:svc-bot]
+    resources: [orders-db]
+    mask: { detectors: [email], with: partial }
+"""
+
+# Reads `psql -c COPY ... TO STDOUT` from a pipe: bytes, lines and seconds, and a sample of the data (its first
+# 256 KiB) checked for e-mail addresses in clear and masked (`u****@example.com`).
+COPY_CLIENT = r"""
+import json, re, subprocess, sys, time
+host, port, sql = sys.argv[1], sys.argv[2], sys.argv[3]
+t0 = time.perf_counter()
+p = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", "postgres",
+                      "-d", "orders", "-c", sql], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+n = lines = 0
+sample = b""
+while True:
+    b = p.stdout.read1(1 << 20)
+    if not b:
+        break
+    n += len(b)
+    lines += b.count(b"\n")
+    if len(sample) < 262144:
+        sample += b[:262144 - len(sample)]
+err = p.stderr.read().decode(errors="replace")
+rc = p.wait()
+secs = time.perf_counter() - t0
+print(json.dumps({"rc": rc, "bytes": n, "lines": lines, "seconds": secs, "stderr": err[-500:],
+                  "clear_emails": len(re.findall(rb"\tuser\d+@example\.com\t", sample)),
+                  "masked_emails": len(re.findall(rb"\tu\*+@example\.com\t", sample)),
+                  "sample_lines": sample.count(b"\n"), "first_line": sample.split(b"\n", 1)[0].decode(errors="replace")}))
+"""
 
 
 def log(msg: str) -> None:
@@ -208,17 +273,27 @@ class Bench:
                                 "orders"], timeout=300)
         if p.returncode != 0:
             raise RuntimeError(f"pgbench -i failed:\n{p.stdout}\n{p.stderr}")
+        # pgbench leaves pgbench_branches.filler NULL: give the masked column values, so the policy check below
+        # can see the mask at work (pgbench -S never reads that table).
+        self.admin_sql("UPDATE pgbench_branches SET filler = 'branch ' || bid || ' internal note'")
+        if COPY_ROWS > 0:
+            log(f"copy_bench: {COPY_ROWS:,} rows (as postgres on the Unix socket)")
+            self.admin_sql("CREATE TABLE copy_bench AS SELECT g AS id, 'user' || g || '@example.com' AS email, "
+                           f"md5(g::text) AS note FROM generate_series(1, {COPY_ROWS}) g")
+            self.admin_sql("VACUUM ANALYZE copy_bench")
 
         self.spawn("sink", w.netns(w.remote) + ["setpriv", "--reuid=nobody", "--regid=nogroup",
                                                    "--clear-groups", PYTHON, "-c", SINK, REMOTE4,
                                                    str(SINK_PORT), "7200"], wait_line="ready")
 
-        log("interlockd (release build) with the harness's policy plus the idle sink as a resource")
+        log("interlockd (release build): orders-db with injected credentials, block + column mask rules, "
+            "an e-mail detector for svc-bot, plus the idle sink and the banner as tcp resources")
         self.daemon = harness.Daemon(w, Path(tempfile.mkdtemp(prefix="interlockd-", dir=self.dir)))
-        self.daemon.write_config(extra_resources=[
+        self.daemon.write_config(orders_db=credentials_yaml(self.daemon), rules=RULES, extra_resources=[
             f'  - {{ name: idle-sink, protocol: tcp, address: "{REMOTE4}:{SINK_PORT}" }}',
             f'  - {{ name: banner, protocol: tcp, address: "{REMOTE4}:{BANNER_PORT}" }}'])
         self.daemon.start()
+        self.check_policy()
 
         self.start_pgbouncer()
         self.start_haproxy()
@@ -228,6 +303,56 @@ class Bench:
                 timeout=15)
             if not ok:
                 raise RuntimeError(f"127.0.0.1:{port} not listening in {w.host}")
+
+    def admin_sql(self, sql: str) -> str:
+        """`sql` as the superuser on PostgreSQL's Unix socket (not captured, not proxied)."""
+        p = harness.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1",
+                         "-h", str(self.world.workdir / "pg"), "-U", "postgres", "-d", "orders", "-c", sql],
+                        timeout=900)
+        if p.returncode != 0:
+            raise RuntimeError(f"admin SQL failed: {sql}\n{p.stderr}")
+        return p.stdout
+
+    def check_policy(self) -> None:
+        """The policy the figures claim is the one in force: credentials injected, the column masked, DDL
+        blocked, and every statement recorded (a benchmark of a path that does not do the work is worthless)."""
+        w = self.world
+        idx0 = self.audit_last()
+
+        def psql(user: str, sql: str) -> subprocess.CompletedProcess:
+            return w.as_user(user, ["psql", "-X", "-At", "-h", REMOTE4, "-d", "orders", "-U", "postgres", "-c", sql],
+                             timeout=30, env={"PGCONNECT_TIMEOUT": "10"})
+
+        p = psql("svc-ci", "SELECT current_user")
+        if p.returncode != 0 or p.stdout.strip() != harness.APP_USER:
+            raise RuntimeError(f"injected credentials not in force: {p.stdout!r} {p.stderr!r}")
+        p = psql("svc-ci", "SELECT filler FROM pgbench_branches LIMIT 1")
+        if p.returncode != 0 or "internal note" in p.stdout or "[REDACTED]" not in p.stdout:
+            raise RuntimeError(f"column mask not in force: {p.stdout!r} {p.stderr!r}")
+        p = psql("svc-ci", "TRUNCATE pgbench_history")
+        if p.returncode == 0:
+            raise RuntimeError("block rule not in force: TRUNCATE went through")
+        log(f"policy in force: injected credentials, filler masked, TRUNCATE refused ({p.stderr.strip()[:120]})")
+        harness.wait_until(lambda: self.audit_kinds(idx0).get("statement", 0) >= 3, timeout=10)
+        kinds = self.audit_kinds(idx0)
+        if kinds.get("statement", 0) < 3:
+            raise RuntimeError(f"statements not recorded: {kinds}")
+
+    # ---- the evidence store (read-only, by the root benchmark; SQLite WAL lets a reader run beside the writer)
+
+    def audit_db(self):
+        import sqlite3
+        return sqlite3.connect(f"file:{self.daemon.dir / 'audit.db'}?mode=ro", uri=True, timeout=10)
+
+    def audit_last(self) -> int:
+        with contextlib.closing(self.audit_db()) as db:
+            return db.execute("SELECT coalesce(max(idx), 0) FROM entries").fetchone()[0]
+
+    def audit_kinds(self, after: int, upto: int | None = None) -> dict[str, int]:
+        with contextlib.closing(self.audit_db()) as db:
+            rows = db.execute("SELECT kind, count(*) FROM entries WHERE idx > ? AND idx <= ? GROUP BY kind",
+                              (after, upto if upto is not None else 1 << 62)).fetchall()
+        return dict(rows)
 
     def spawn(self, name: str, cmd: list[str], wait_line: str | None = None) -> subprocess.Popen:
         out = open(self.dir / f"{name}.log", "w")
@@ -253,9 +378,12 @@ class Bench:
     def start_pgbouncer(self) -> None:
         d = self.peer_dir("pgbouncer")
         (d / "userlist.txt").write_text('"postgres" ""\n')
+        # PostgreSQL wants a password over the network (SCRAM): pgbouncer logs in upstream with the world's
+        # postgres password; clients are trusted (as they are by haproxy, which does no auth, and by interlockd,
+        # which injects its own credentials), so no variant spends a client-side handshake the others skip.
         (d / "pgbouncer.ini").write_text(f"""\
 [databases]
-orders = host={REMOTE4} port=5432 dbname=orders user=postgres
+orders = host={REMOTE4} port=5432 dbname=orders user=postgres password={PG_PASSWORD}
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {PGBOUNCER_PORT}
@@ -272,7 +400,8 @@ logfile = {d}/pgbouncer.log
 ignore_startup_parameters = extra_float_digits
 """)
         for f in d.iterdir():
-            os.chmod(f, 0o644)
+            os.chown(f, 65534, 65534)
+            os.chmod(f, 0o600)  # holds the upstream password
         log("pgbouncer (session mode, user nobody) on 127.0.0.1:6432")
         self.spawn("pgbouncer", self.as_nobody(["pgbouncer", str(d / "pgbouncer.ini")]))
 
@@ -312,6 +441,8 @@ listen banner
             return "alice", "127.0.0.1", HAPROXY_PORT, self.procs["haproxy"].pid
         if variant == "interlock":
             return "svc-ci", REMOTE4, 5432, self.daemon.pid
+        if variant == "interlock-detect":  # svc-bot: the same policy plus the e-mail detector rule
+            return "svc-bot", REMOTE4, 5432, self.daemon.pid
         raise ValueError(variant)
 
     def connect_probe(self, variant: str) -> dict:
@@ -340,6 +471,7 @@ listen banner
                 raise RuntimeError(f"a peer process exited ({p.args[-1]}): see {self.dir}")
         if not self.daemon.running():
             raise RuntimeError(f"interlockd exited:\n{self.daemon.stderr(40)}")
+        idx0 = self.audit_last() if variant == "interlock" else None
         c0 = cpu_ticks(pid) if pid else 0
         th0 = thread_ticks(pid) if variant == "interlock" else None
         b0 = machine_busy()
@@ -371,10 +503,70 @@ listen banner
         if th0 is not None and th1 is not None and r["tx"]:
             r["loops_us_tx"] = (th1["loops"] - th0["loops"]) / CLK_TCK * 1e6 / r["tx"]
             r["other_us_tx"] = (th1["other"] - th0["other"]) / CLK_TCK * 1e6 / r["tx"]
+        if idx0 is not None and r["tx"]:
+            # Evidence of the run: statement entries (durable before each statement is forwarded) per transaction.
+            # The last statement.end entries are deferred to the next commit; let them land before counting.
+            time.sleep(0.5)
+            kinds = self.audit_kinds(idx0)
+            r["statements_per_tx"] = kinds.get("statement", 0) / r["tx"]
+            r["entries_per_tx"] = sum(kinds.values()) / r["tx"]
         if p.returncode != 0 or r["tps"] is None:
             r["error"] = (p.stderr or p.stdout).strip().splitlines()[-3:]
             log(f"  {variant}: pgbench failed rc={p.returncode}: {r['error']}")
         return r
+
+    # ---- COPY out
+
+    def copy_out(self, variant: str) -> dict:
+        """`psql -c 'COPY copy_bench TO STDOUT'` read from a pipe: MB/s of COPY data the client received, the
+        proxy's CPU, and whether the data was masked (interlock-detect) or clear (every other path)."""
+        user, host, port, pid = self.target(variant)
+        if not self.daemon.running():
+            raise RuntimeError(f"interlockd exited:\n{self.daemon.stderr(40)}")
+        idx0 = self.audit_last() if variant.startswith("interlock") else None
+        c0 = cpu_ticks(pid) if pid else 0
+        l0 = loadavg()
+        p = self.world.as_user(user, [PYTHON, "-c", COPY_CLIENT, host, str(port), COPY_SQL], in_unit=True,
+                               timeout=600, env={"PGCONNECT_TIMEOUT": "10"})
+        c1 = cpu_ticks(pid) if pid else 0
+        r = {"variant": variant, "load": (l0 + loadavg()) / 2}
+        try:
+            r.update(json.loads(p.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            r["error"] = f"COPY client failed rc={p.returncode}: {p.stderr.strip()[-500:]}"
+            log(f"  {variant}: {r['error']}")
+            return r
+        if r["rc"] != 0 or r["lines"] != COPY_ROWS:
+            r["error"] = f"psql rc={r['rc']}, {r['lines']} lines: {r['stderr']}"
+        elif variant == "interlock-detect" and (r["clear_emails"] or not r["masked_emails"]):
+            r["error"] = f"not masked: {r['clear_emails']} clear, {r['masked_emails']} masked in the sample"
+        elif variant != "interlock-detect" and (r["masked_emails"] or not r["clear_emails"]):
+            r["error"] = f"unexpected data: {r['clear_emails']} clear, {r['masked_emails']} masked in the sample"
+        if "error" in r:
+            log(f"  {variant}: COPY failed: {r['error']}")
+        r["mb_s"] = r["bytes"] / r["seconds"] / 1e6
+        r["cpu_s"] = (c1 - c0) / CLK_TCK if pid else None
+        r["cpu_us_mb"] = r["cpu_s"] * 1e6 / (r["bytes"] / 1e6) if pid else None
+        if idx0 is not None:
+            time.sleep(0.5)
+            r["evidence"] = self.audit_kinds(idx0)
+        return r
+
+    # ---- content detectors (interlock-bench, single-threaded)
+
+    def detectors(self) -> dict | None:
+        exe = Path(os.environ["INTERLOCK_BIN_DIR"]) / "interlock-bench"
+        if not exe.exists():
+            log(f"no {exe}: detector throughput skipped")
+            return None
+        l0 = loadavg()
+        p = subprocess.run([str(exe), "--seconds", str(DETECTOR_SECONDS)], capture_output=True, text=True,
+                           timeout=60 + 10 * DETECTOR_SECONDS)
+        if p.returncode != 0:
+            raise RuntimeError(f"interlock-bench failed: {p.stderr}")
+        out = json.loads(p.stdout)
+        out["load"] = (l0 + loadavg()) / 2
+        return out
 
     # ---- idle connections
 
@@ -443,7 +635,7 @@ listen banner
         perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-o", str(data),
                                  "-p", str(pid), "--", "sleep", str(secs)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pgbench("interlock", WORKLOADS[1][2], secs)
+        self.pgbench("interlock", WORKLOADS[0][2], secs)
         perf.wait(timeout=secs + 60)
         base = ["perf", "report", "-i", str(data), "--stdio", "-g", "none"]
         dso = subprocess.run(base + ["--no-children", "--sort", "dso", "--percent-limit", "1"],
@@ -522,17 +714,17 @@ def fmt(x, nd=0, suffix=""):
 
 
 def report(results: list[dict], rounds: int, idle: list[dict], env: dict, prof: str | None,
-           probes: list[dict]) -> str:
+           probes: list[dict], copies: list[dict], det: dict | None) -> str:
     by = {}
     for r in results:
         by.setdefault((r["workload"], r["variant"]), []).append(r)
 
-    def ratio(w, v, key="tps"):
-        """Median over rounds of (variant / direct in the same round)."""
+    def ratio(w, v, key="tps", ref="direct"):
+        """Median over rounds of (variant / reference in the same round)."""
         xs = []
         for rnd in range(rounds):
-            a = [r for r in by.get((w, v), []) if r["round"] == rnd and r.get(key)]
-            d = [r for r in by.get((w, "direct"), []) if r["round"] == rnd and r.get(key)]
+            a = [r for r in by.get((w, v), []) if r["round"] == rnd and r.get(key) and "error" not in r]
+            d = [r for r in by.get((w, ref), []) if r["round"] == rnd and r.get(key) and "error" not in r]
             if a and d:
                 xs.append(a[0][key] / d[0][key])
         return med(xs)
@@ -562,19 +754,120 @@ def report(results: list[dict], rounds: int, idle: list[dict], env: dict, prof: 
     L.append("interlockd CPU per transaction by thread (medians, µs): NIO event loops (accept, "
              "SO_ORIGINAL_DST, sock_diag, identity, forwarding) and the other threads (mostly the audit writer):")
     L.append("")
-    L.append("| workload | event loops | other threads (audit writer) | total |")
-    L.append("| --- | ---: | ---: | ---: |")
+    L.append("| workload | event loops | other threads (audit writer) | total | statement entries per tx | "
+             "evidence entries per tx |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: |")
     for wname, wdesc, _ in WORKLOADS:
         L.append(f"| `pgbench {wdesc}` | {fmt(m(wname, 'interlock', 'loops_us_tx'), 1)} | "
-                 f"{fmt(m(wname, 'interlock', 'other_us_tx'), 1)} | {fmt(m(wname, 'interlock', 'cpu_us_tx'), 1)} |")
+                 f"{fmt(m(wname, 'interlock', 'other_us_tx'), 1)} | {fmt(m(wname, 'interlock', 'cpu_us_tx'), 1)} | "
+                 f"{fmt(m(wname, 'interlock', 'statements_per_tx'), 2)} | "
+                 f"{fmt(m(wname, 'interlock', 'entries_per_tx'), 2)} |")
     L.append("")
+
+    # Issue 3: forwarding with policy and evidence against the peers.
+    L.append("Forwarding with policy (issue 3): TPS and proxy CPU per transaction against pgbouncer "
+             "(ratios are medians of per-round ratios):")
+    L.append("")
+    L.append("| workload | direct TPS | pgbouncer TPS | haproxy TPS | interlock TPS | interlock ÷ pgbouncer TPS | "
+             "pgbouncer CPU µs/tx | haproxy CPU µs/tx | interlock CPU µs/tx | interlock ÷ pgbouncer CPU |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    fwd = {}
+    for wname, wdesc, _ in WORKLOADS:
+        if wname not in ("S", "SP"):
+            continue
+        tr = ratio(wname, "interlock", "tps", "pgbouncer")
+        cr = ratio(wname, "interlock", "cpu_us_tx", "pgbouncer")
+        fwd[wname] = (tr, cr, m(wname, "interlock", "tps"), m(wname, "pgbouncer", "tps"),
+                      m(wname, "interlock", "cpu_us_tx"), m(wname, "pgbouncer", "cpu_us_tx"))
+        L.append(f"| `pgbench {wdesc}` | {fmt(m(wname, 'direct', 'tps'))} | {fmt(m(wname, 'pgbouncer', 'tps'))} | "
+                 f"{fmt(m(wname, 'haproxy', 'tps'))} | {fmt(m(wname, 'interlock', 'tps'))} | {fmt(tr, 2)} | "
+                 f"{fmt(m(wname, 'pgbouncer', 'cpu_us_tx'), 1)} | {fmt(m(wname, 'haproxy', 'cpu_us_tx'), 1)} | "
+                 f"{fmt(m(wname, 'interlock', 'cpu_us_tx'), 1)} | {fmt(cr, 2)} |")
+    L.append("")
+
+    cm = {}
+    if copies:
+        table_mb = copies[0]["bytes"] / 1e6 if copies and copies[0].get("bytes") else None
+        L.append(f"COPY out (issue 3): `psql -c \"{COPY_SQL}\"` ({COPY_ROWS:,} rows, {fmt(table_mb, 0)} MB of COPY "
+                 "text), read from a pipe by the client; MB/s = bytes received ÷ seconds from psql's start to EOF; "
+                 "medians over rounds:")
+        L.append("")
+        L.append("| path | MB/s | vs direct | proxy CPU µs per MB | masked e-mails in a 256 KiB sample | "
+                 "clear e-mails in it | failed runs |")
+        L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        labels = {
+            "direct": "direct",
+            "pgbouncer": "pgbouncer",
+            "haproxy": "haproxy",
+            "interlock": "interlock, column-rule policy, table not covered (svc-ci)",
+            "interlock-detect": "interlock, e-mail detector masking every row (svc-bot)",
+        }
+        for v in COPY_VARIANTS:
+            rs = [r for r in copies if r["variant"] == v]
+            ok = [r for r in rs if "error" not in r]
+            rr = []
+            for rnd in range(rounds):
+                a = [r for r in ok if r["round"] == rnd]
+                d = [r for r in copies if r["variant"] == "direct" and r["round"] == rnd and "error" not in r]
+                if a and d:
+                    rr.append(a[0]["mb_s"] / d[0]["mb_s"])
+            cm[v] = (med([r["mb_s"] for r in ok]), med(rr), med([r.get("cpu_us_mb") for r in ok]))
+            L.append(f"| {labels[v]} | {fmt(cm[v][0], 1)} | {fmt(cm[v][1], 2) if v != 'direct' else '1.00'} | "
+                     f"{fmt(cm[v][2], 0)} | {fmt(med([r.get('masked_emails') for r in rs]))} | "
+                     f"{fmt(med([r.get('clear_emails') for r in rs]))} | {len(rs) - len(ok)}/{len(rs)} |")
+        ev = [r.get("evidence") for r in copies if r["variant"] == "interlock-detect" and r.get("evidence")]
+        if ev:
+            L.append("")
+            L.append(f"Evidence of one masked COPY (entry kinds): {ev[-1]}")
+        L.append("")
+
+    if det:
+        L.append(f"Content detectors (issue 3): `interlock-bench` ({det['build']} build), `Masker.scan` over each "
+                 f"value on one thread, {fmt(det['seconds_per_case'], 0)} s per case; load average "
+                 f"{fmt(det['load'], 2)}:")
+        L.append("")
+        L.append("| case | detectors | method | MB/s per core | values/s | matches per pass | planted per pass |")
+        L.append("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+        for c in det["cases"]:
+            L.append(f"| {c['case']}: {c['description']} | {c['detectors']} | {c['method']} | "
+                     f"{fmt(c['mb_per_s'], 0)} | {fmt(c['values_per_s'], 0)} | {fmt(c['matches_per_pass'])} | "
+                     f"{fmt(c['planted_per_pass'])} |")
+        L.append("")
+
+    # Aims of issue 3.
+    L.append("Aims (issue 3):")
+    L.append("")
+    L.append("| aim | measured | result |")
+    L.append("| --- | --- | --- |")
+    for wname, wdesc, _ in WORKLOADS:
+        if wname not in fwd:
+            continue
+        tr, cr, ti, tb, ci, cb = fwd[wname]
+        L.append(f"| `{wdesc}`: TPS ≥ pgbouncer's | {fmt(ti)} vs {fmt(tb)} (per-round ratio {fmt(tr, 2)}) | "
+                 f"{'n/a' if tr is None else ('pass' if tr >= 1 else 'FAIL')} |")
+        L.append(f"| `{wdesc}`: CPU per select ≤ 1.5× pgbouncer's | {fmt(ci, 1)} vs {fmt(cb, 1)} µs "
+                 f"(per-round ratio {fmt(cr, 2)}) | {'n/a' if cr is None else ('pass' if cr <= 1.5 else 'FAIL')} |")
+    if "interlock-detect" in cm:
+        r = cm["interlock-detect"][1]
+        L.append(f"| COPY with masking ≥ half of direct | {fmt(cm['interlock-detect'][0], 1)} vs "
+                 f"{fmt(cm['direct'][0], 1)} MB/s (per-round ratio {fmt(r, 2)}) | "
+                 f"{'n/a' if r is None else ('pass' if r >= 0.5 else 'FAIL')} |")
+    L.append("")
+
+    if not CONNECT:
+        if prof:
+            L += ["perf profile of interlockd during one extra `pgbench -S -c 8 -j 2 -M simple` run:", "", "```",
+                  prof, "```", ""]
+        return "\n".join(L)
 
     L.append("Added latency per new connection (pgbench -C: latency average of the variant minus the reference):")
     L.append("")
     L.append("| workload | interlock − direct | interlock − haproxy | haproxy − direct | pgbouncer − direct |")
     L.append("| --- | ---: | ---: | ---: | ---: |")
     added = {}
-    for wname, wdesc, _ in WORKLOADS[1:]:
+    for wname, wdesc, _ in WORKLOADS:
+        if wname not in ("C", "C1"):
+            continue
         d, h, i, b = (m(wname, v, "lat_ms") for v in ("direct", "haproxy", "interlock", "pgbouncer"))
         us = lambda a, c: (a - c) * 1000 if a is not None and c is not None else None  # noqa: E731
         added[wname] = (us(i, d), us(i, h))
@@ -635,7 +928,7 @@ def report(results: list[dict], rounds: int, idle: list[dict], env: dict, prof: 
     L.append(aim(None if kib is None else kib < 12, "< 12 KiB per idle captured connection", f"{fmt(kib, 2)} KiB"))
     L.append("")
     if prof:
-        L.append("perf profile of interlockd during one extra `pgbench -C -S -c 8 -j 2` run:")
+        L.append("perf profile of interlockd during one extra `pgbench -S -c 8 -j 2 -M simple` run:")
         L.append("")
         L.append("```")
         L.append(prof)
@@ -697,23 +990,30 @@ def main() -> int:
     results: list[dict] = []
     idle: list[dict] = []
     probes: list[dict] = []
+    copies: list[dict] = []
+    det = None
     prof = None
     try:
         b.start()
         # Memory first, on freshly started proxies (before the load leaves allocator state behind).
-        for v in ("interlock", "haproxy", "pgbouncer"):
+        for v in ("interlock", "haproxy", "pgbouncer") if CONNECT else ():
             log(f"idle connections: {IDLE_N} through {v}")
             idle.append(b.idle_rss(v))
             log(f"  {idle[-1]}")
-        log("warm-up: one 3 s run per workload and variant (not counted)")
+        log("warm-up: one 3 s run per workload and variant, one COPY per variant (not counted)")
         for wname, _, args in WORKLOADS:
             for v in VARIANTS:
                 r = b.pgbench(v, args, 3)
                 if "error" in r:
                     raise RuntimeError(f"warm-up {wname}/{v} failed: {r['error']}")
+        for v in COPY_VARIANTS if COPY_ROWS > 0 else ():
+            r = b.copy_out(v)
+            if "error" in r:
+                raise RuntimeError(f"warm-up COPY {v} failed: {r['error']}")
+            log(f"warm-up COPY {v:<16} {fmt(r['mb_s'], 1)} MB/s, first line {r['first_line']!r}")
         total = REPS * len(WORKLOADS) * len(VARIANTS)
         log(f"{REPS} rounds x {len(WORKLOADS)} workloads x {len(VARIANTS)} variants x {SECONDS} s "
-            f"(~{total * (SECONDS + 1) // 60 + 1} min)")
+            f"(~{total * (SECONDS + 1) // 60 + 1} min) + COPY")
         for rnd in range(REPS):
             for wi, (wname, _, args) in enumerate(WORKLOADS):
                 k = (rnd + wi) % len(VARIANTS)
@@ -723,21 +1023,32 @@ def main() -> int:
                     r.update(workload=wname, round=rnd)
                     results.append(r)
                     log(f"round {rnd + 1}/{REPS} {wname:>2} {v:<9} tps={fmt(r['tps'])} lat={fmt(r['lat_ms'], 3)} ms "
-                        f"cpu/tx={fmt(r['cpu_us_tx'], 1)} µs load={r['load']:.2f}")
-        for rep in range(PROBE_REPS):
+                        f"cpu/tx={fmt(r['cpu_us_tx'], 1)} µs load={r['load']:.2f}"
+                        + (f" stmts/tx={r['statements_per_tx']:.2f}" if r.get("statements_per_tx") is not None else ""))
+            if COPY_ROWS > 0:
+                k = rnd % len(COPY_VARIANTS)
+                for v in COPY_VARIANTS[k:] + COPY_VARIANTS[:k]:
+                    r = b.copy_out(v)
+                    r.update(round=rnd)
+                    copies.append(r)
+                    log(f"round {rnd + 1}/{REPS} COPY {v:<16} {fmt(r.get('mb_s'), 1)} MB/s "
+                        f"cpu={fmt(r.get('cpu_us_mb'), 0)} µs/MB load={r['load']:.2f}")
+        log("content detectors: interlock-bench (one thread)")
+        det = b.detectors()
+        for rep in range(PROBE_REPS if CONNECT else 0):
             order = ["direct", "haproxy", "interlock"]
             order = order[rep % 3:] + order[:rep % 3]
             for v in order:
                 probes.append(b.connect_probe(v))
                 log(f"connect probe {rep + 1}/{PROBE_REPS} {v:<9} {probes[-1]}")
         if PROFILE and subprocess.run(["which", "perf"], capture_output=True).returncode == 0:
-            log("perf record of interlockd during one -C run")
+            log("perf record of interlockd during one -S -M simple run")
             prof = b.profile()
         env = env_info(results)
     finally:
         log("teardown")
         b.stop()
-    text = report(results, REPS, idle, env, prof, probes)
+    text = report(results, REPS, idle, env, prof, probes, copies, det)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(text + "\n")
     print(text)

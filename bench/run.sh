@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Interlock's speed benchmark (issue 2, "Speed"): pgbench against a real PostgreSQL in the remote
-# namespace, directly, through pgbouncer, through haproxy and through interlockd, interleaved in one
-# run, plus the memory held per idle captured connection. Writes a Markdown report to stdout and to
-# $BENCH_OUT (default /tmp/interlock-bench/latest.md). See docs/benchmarks.md.
+# Interlock's speed benchmark (issues 2 and 3, "Speed"): pgbench (-S simple and prepared, -C) and a
+# COPY out against a real PostgreSQL in the remote namespace, directly, through pgbouncer, through
+# haproxy and through interlockd (with a block rule, a column mask and per-statement evidence),
+# interleaved in one run, plus the memory held per idle captured connection, the connection-setup
+# probe and the content detectors' throughput per core (interlock-bench). Writes a Markdown report
+# to stdout and to $BENCH_OUT (default /tmp/interlock-bench/latest.md). See docs/benchmarks.md.
 #
 #   sudo bench/run.sh
 #
 # Environment:
-#   INTERLOCK_BIN_DIR  use these binaries (default .build-release/release, built if missing with
+#   INTERLOCK_BIN_DIR  use these binaries: interlockd, interlock, interlock-bench (default
+#                      .build-release/release, built if missing with
 #                      `swift build -c release --scratch-path .build-release`)
 #   BENCH_REPS=5       rounds; each round runs every workload on every variant once (round-robin)
 #   BENCH_SECONDS=15   pgbench -T per run
 #   BENCH_IDLE=1000    idle connections held for the memory measurement
-#   BENCH_PROFILE=0    1: after the rounds, `perf record` interlockd during one extra -C run
+#   BENCH_COPY_ROWS=3000000  rows of the COPY table (0: no COPY runs)
+#   BENCH_CONNECT=1    0: skip issue 2's connection figures (-C runs, idle memory, connect probe)
+#   BENCH_DETECTOR_SECONDS=3  interlock-bench time per case
+#   BENCH_PROFILE=0    1: after the rounds, `perf record` interlockd during one extra -S run
 #   BENCH_OUT          where the report is written
 #
 # Runs as root (namespaces, nftables, setpriv). Everything it starts is stopped and its namespaces,
@@ -44,6 +50,10 @@ if [ ! -x "$BIN_DIR/interlockd" ] || [ ! -x "$BIN_DIR/interlock" ]; then
     echo "bench/run.sh: building the release binaries (swift build -c release --scratch-path .build-release)" >&2
     swift build -c release --scratch-path "$REPO/.build-release" --product interlockd >&2
     swift build -c release --scratch-path "$REPO/.build-release" --product interlock >&2
+fi
+if [ ! -x "$BIN_DIR/interlock-bench" ] && [ -z "${INTERLOCK_BIN_DIR:-}" ]; then
+    echo "bench/run.sh: building interlock-bench (swift build -c release --scratch-path .build-release)" >&2
+    swift build -c release --scratch-path "$REPO/.build-release" --product interlock-bench >&2
 fi
 export INTERLOCK_BIN_DIR=$BIN_DIR
 exec /usr/bin/python3 "$REPO/bench/bench.py" "$@"
