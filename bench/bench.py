@@ -29,6 +29,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -627,50 +628,73 @@ listen banner
     # ---- profile
 
     def profile(self) -> str:
-        """perf record (DWARF call graphs) of interlockd during one -C run: the share of its CPU
-        time by library, and the inclusive share of the frames of Interlock's own stages."""
+        """perf record (DWARF call graphs) of interlockd during one `-S -M simple` run: the share of its CPU
+        time by library, the hottest functions (self) and the inclusive share of Interlock's own stages. The
+        full reports (symbols demangled) are kept next to the report: perf-children.txt, perf-self.txt."""
         pid = self.daemon.pid
         data = self.dir / "perf.data"
         secs = min(SECONDS, 8)
         perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-o", str(data),
                                  "-p", str(pid), "--", "sleep", str(secs)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pgbench("interlock", WORKLOADS[0][2], secs)
+        r = self.pgbench("interlock", WORKLOADS[0][2], secs)
         perf.wait(timeout=secs + 60)
-        base = ["perf", "report", "-i", str(data), "--stdio", "-g", "none"]
-        dso = subprocess.run(base + ["--no-children", "--sort", "dso", "--percent-limit", "1"],
-                             capture_output=True, text=True, timeout=600).stdout
-        sym = subprocess.run(base + ["--children", "--sort", "sym", "--percent-limit", "0.5"],
-                             capture_output=True, text=True, timeout=600).stdout
+        demangle = shutil.which("swift-demangle") or "/opt/swift/usr/bin/swift-demangle"
+
+        def perf_report(args: list[str]) -> str:
+            out = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "-g", "none"] + args,
+                                 capture_output=True, text=True, timeout=900).stdout
+            if os.path.exists(demangle):
+                out = subprocess.run([demangle, "--simplified"], input=out, capture_output=True, text=True,
+                                     timeout=120).stdout or out
+            return out
+
+        dso = perf_report(["--no-children", "--sort", "dso", "--percent-limit", "1"])
+        self_ = perf_report(["--no-children", "--sort", "sym", "--percent-limit", "0.3"])
+        children = perf_report(["--children", "--sort", "sym", "--percent-limit", "0.3"])
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        (OUT.parent / "perf-self.txt").write_text(self_)
+        (OUT.parent / "perf-children.txt").write_text(children)
         stages = [
-            ("audit writer thread (Audit.Writer.run)", r"5Audit0A6WriterC3run"),
-            ("  SQLite statement preparation (sqlite3_prepare_v3)", r"sqlite3_prepare_v3"),
-            ("  GRDB fetchOne in the commit", r"StatementColumnD0RzrlE8fetchOne_3sql"),
-            ("admission (AdmissionHandler.channelActive)", r"16AdmissionHandlerC13channelActive7context.*_tF$"),
-            ("  identity (IdentityResolver.resolve)", r"16IdentityResolverC7resolve"),
-            ("    process lookup via cgroup.procs and /proc", r"16IdentityResolverC7process6owning"),
-            ("  owner (SockDiag.owner)", r"8SockDiagC5owner6client11destination.*_AKtKF$"),
-            ("  original destination (SO_ORIGINAL_DST)", r"19OriginalDestinationO5query"),
-            ("  audit append on the event loop (Audit.Log.append)", r"5Audit0A3LogC6append4kind"),
-            ("upstream connect (AdmissionHandler.connectUpstream)", r"16AdmissionHandlerC15connectUpstream"),
-            ("forwarding (GlueHandler.channelReadComplete)", r"11GlueHandlerC19channelReadComplete"),
-            ("close (GlueHandler.channelInactive)", r"11GlueHandlerC15channelInactive"),
-            ("kernel: close(2)", r"\] __x64_sys_close$"),
-            ("kernel: connect(2)", r"\] __x64_sys_connect$"),
-            ("kernel: accept4(2)", r"\] __x64_sys_accept4$"),
-            ("kernel: epoll_wait(2)", r"\] __x64_sys_epoll_wait$"),
+            ("audit writer thread (AuditWriter.run)", r"\] AuditWriter\.run\(\)$"),
+            ("  SQLite inserts and commits (sqlite3_step)", r"\] sqlite3_step$"),
+            ("  WAL file writes (pwrite64)", r"\] __x64_sys_pwrite64$"),
+            ("NIO event loops (SelectableEventLoop.run)", r"\] SelectableEventLoop\.run\(\)$"),
+            ("  client messages (PostgresProxy.clientRead)", r"\] PostgresProxy\.clientRead\("),
+            ("    policy (SessionPolicy.evaluate)", r"\] SessionPolicy\.evaluate\("),
+            ("    SQL classification (Classifier.classify)", r"\] static Classifier\.classify\("),
+            ("  evidence rendering and hand-off, both entries (AuditLog.append)", r"\] AuditLog\.append\("),
+            ("  server messages (PostgresProxy.serverRead)", r"\] PostgresProxy\.serverRead\("),
+            ("    statement ends (PostgresProxy.completed)", r"\] PostgresProxy\.completed\("),
+            ("  kernel: TCP send (tcp_sendmsg)", r"\] tcp_sendmsg$"),
+            ("  kernel: epoll_wait(2)", r"\] __x64_sys_epoll_wait$"),
+            ("canonical JSON of evidence (CanonicalJSON, self)", r"CanonicalJSON\."),
+            ("swift_retain / swift_release (self)", r"\] swift_(retain|release)$"),
+            ("malloc / free (self)", r"\] (malloc|free|_int_malloc|_int_free|cfree)(@@GLIBC[\w.]*)?$"),
         ]
-        lines = ["share of interlockd's CPU samples by library (self):"]
+
+        def share(text: str, pattern: str) -> float | None:
+            total = 0.0  # self: summed over matching symbols; children: the largest (the outermost frame)
+            best = None
+            for l in text.splitlines():
+                parts = l.split()
+                if len(parts) >= 3 and parts[0].endswith("%") and re.search(pattern, l.strip()):
+                    v = float(parts[0].rstrip("%"))
+                    total += v
+                    best = v if best is None else max(best, v)
+            return total if text is self_ and best is not None else best
+
+        lines = [f"run: {fmt(r.get('tps'))} TPS, {fmt(r.get('cpu_us_tx'), 1)} µs of interlockd CPU per transaction",
+                 "share of interlockd's CPU samples by library (self):"]
         lines += ["  " + l.strip() for l in dso.splitlines() if l.strip() and not l.startswith("#")][:8]
+        lines.append("hottest functions (self):")
+        hot = [l.strip() for l in self_.splitlines() if l.strip() and not l.startswith("#") and "%" in l]
+        lines += ["  " + (l if len(l) < 150 else l[:147] + "...") for l in hot[:15]]
         lines.append("inclusive share of stages (children included):")
         for label, pattern in stages:
-            best = None
-            for l in sym.splitlines():
-                parts = l.split(None, 3)
-                if len(parts) == 4 and parts[0].endswith("%") and re.search(pattern, l.strip()):
-                    v = float(parts[0].rstrip("%"))
-                    best = v if best is None else max(best, v)
-            lines.append(f"  {label:<58} {fmt(best, 1, ' %') if best is not None else '< 0.5 %'}")
+            text = self_ if "(self)" in label else children
+            v = share(text, pattern)
+            lines.append(f"  {label:<58} {fmt(v, 1, ' %') if v is not None else '< 0.3 %'}")
         return "\n".join(lines)
 
     # ---- teardown
