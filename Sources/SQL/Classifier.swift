@@ -7,6 +7,7 @@ struct Classification {
     var functions: [QualifiedName]
     var hasWhere: Bool
     var isUnboundedWrite: Bool
+    var copyOut: CopyOutput? = nil
 }
 
 /// Classifies the tokens of one statement (no top-level `;`) in two linear passes: the head (the
@@ -26,6 +27,7 @@ struct Classifier {
     private var subKinds: [StatementKind] = []
     private var hasWhere = false
     private var unbounded = false
+    private var copyOut: CopyOutput?
 
     /// Where the statement that decides the kind begins: after leading `(`, a `WITH` list, or the
     /// `EXPLAIN`/`PREPARE` header.
@@ -89,7 +91,7 @@ struct Classifier {
         for kind in subKinds where !kinds.contains(kind) { kinds.append(kind) }
         return Classification(
             kind: head.kind, innerKind: head.inner, effectiveKinds: kinds, targets: targets, functions: functions,
-            hasWhere: hasWhere, isUnboundedWrite: unbounded)
+            hasWhere: hasWhere, isUnboundedWrite: unbounded, copyOut: copyOut)
     }
 
     // MARK: Token access
@@ -390,11 +392,28 @@ struct Classifier {
 
     private mutating func copy(at start: Int) -> StatementKind {
         var index = start
-        if isKeyword(index, .binary) { index += 1 }
+        var format = CopyOutput.Format.text
+        if isKeyword(index, .binary) {
+            index += 1
+            format = .binary
+        }
+        // A query with the COPY's output columns, so a gateway can describe them.
+        var query: String?
         if isKind(index, .leftParen) {
+            let close = closing[index]
+            if close < tokens.count && close > index + 1 { query = text(index + 1, close - 1) }
             index = skipGroup(index)
         } else {
-            index = skipGroup(addTarget(at: index))
+            let nameStart = index
+            let nameEnd = addTarget(at: index)
+            if nameEnd > nameStart {
+                var columns = "*"
+                if isKind(nameEnd, .leftParen), closing[nameEnd] < tokens.count, closing[nameEnd] > nameEnd + 1 {
+                    columns = text(nameEnd + 1, closing[nameEnd] - 1)
+                }
+                query = "SELECT \(columns) FROM \(text(nameStart, nameEnd - 1))"
+            }
+            index = skipGroup(nameEnd)
         }
         let direction: CopyDirection
         if isKeyword(index, .to) {
@@ -406,8 +425,47 @@ struct Classifier {
         }
         index += 1
         if isKeyword(index, .program) { return .copy(direction, .program) }
-        if isKeyword(index, .stdin) || isKeyword(index, .stdout) { return .copy(direction, .standardStream) }
+        if isKeyword(index, .stdin) || isKeyword(index, .stdout) {
+            if direction == .to {
+                copyOut = copyOptions(after: index + 1, format: format, query: query)
+            }
+            return .copy(direction, .standardStream)
+        }
         return .copy(direction, .file)
+    }
+
+    /// The output layout of `COPY ... TO STDOUT` from its options, old style (`CSV HEADER`, `DELIMITER ';'`) or new
+    /// (`WITH (FORMAT csv, HEADER true)`).
+    private func copyOptions(after start: Int, format initial: CopyOutput.Format, query: String?) -> CopyOutput {
+        var output = CopyOutput(query: query, format: initial, header: false, hasLayoutOptions: false)
+        var index = start
+        while index < tokens.count {
+            let word = lowercasedText(index)
+            switch word {
+            case "csv", "'csv'": output.format = .csv
+            case "binary", "'binary'": output.format = .binary
+            case "text", "'text'": output.format = .text
+            case "header":
+                let value = lowercasedText(index + 1)
+                output.header = !["false", "off", "0", "'false'", "'off'", "'0'"].contains(value)
+            case "delimiter", "quote", "escape", "null", "force_quote", "encoding", "default":
+                output.hasLayoutOptions = true
+            default:
+                break
+            }
+            index += 1
+        }
+        return output
+    }
+
+    /// The source text of tokens `first...last`.
+    private func text(_ first: Int, _ last: Int) -> String {
+        String(decoding: bytes[tokens[first].start..<tokens[last].end], as: UTF8.self)
+    }
+
+    private func lowercasedText(_ index: Int) -> String {
+        guard index < tokens.count, tokens[index].kind == .word || tokens[index].kind == .string else { return "" }
+        return text(index, index).lowercased()
     }
 
     private func objectType(at index: Int) -> (ObjectType, Int) {

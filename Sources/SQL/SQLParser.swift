@@ -41,6 +41,8 @@ public struct SQLStatement: Hashable, Sendable {
     /// data-modifying CTE, the statement of `EXPLAIN ANALYZE` or `PREPARE`), or a `TRUNCATE`.
     /// `WHERE true` still counts as a `WHERE`.
     public var isUnboundedWrite: Bool
+    /// For `COPY ... TO STDOUT`: the layout of its output and a query with the same columns.
+    public var copyOut: CopyOutput? = nil
 
     /// Whether a policy's statement pattern covers any of ``effectiveKinds``.
     public func matches(_ pattern: StatementPattern) -> Bool {
@@ -51,6 +53,37 @@ public struct SQLStatement: Hashable, Sendable {
     /// `pg_catalog.pg_read_file` and the reverse; see ``QualifiedName/matches(_:)``).
     public func calls(_ function: QualifiedName) -> Bool {
         functions.contains { $0.matches(function) }
+    }
+}
+
+/// What `COPY ... TO STDOUT` writes, so a gateway can mask its fields by source column.
+///
+/// It exists because COPY data carries no column description: the gateway describes ``query`` (a
+/// `SELECT` with the COPY's output columns, in order) to learn each field's source, then splits the
+/// rows per ``format``.
+public struct CopyOutput: Hashable, Sendable {
+    public enum Format: Hashable, Sendable {
+        /// Tab-separated fields, `\N` for NULL, backslash escapes, one row per line.
+        case text
+        /// Comma-separated, `"` quoting with `""` inside, empty unquoted for NULL.
+        case csv
+        case binary
+    }
+
+    /// `SELECT cols FROM table` for `COPY table (cols)`, `SELECT * FROM table` for `COPY table`, the
+    /// query of `COPY (query)`; nil when the statement is too broken to say.
+    public var query: String?
+    public var format: Format
+    /// The first row is column names (`HEADER`).
+    public var header: Bool
+    /// `DELIMITER`, `QUOTE`, `ESCAPE`, `NULL`, `FORCE_QUOTE`, `ENCODING` or `DEFAULT` change the layout.
+    public var hasLayoutOptions: Bool
+
+    public init(query: String?, format: Format, header: Bool, hasLayoutOptions: Bool) {
+        self.query = query
+        self.format = format
+        self.header = header
+        self.hasLayoutOptions = hasLayoutOptions
     }
 }
 
@@ -132,7 +165,8 @@ public enum SQLParser {
                     range: range, text: String(decoding: bytes[range], as: UTF8.self), kind: classification.kind,
                     innerKind: classification.innerKind, effectiveKinds: classification.effectiveKinds,
                     targets: classification.targets, functions: classification.functions,
-                    hasWhere: classification.hasWhere, isUnboundedWrite: classification.isUnboundedWrite)
+                    hasWhere: classification.hasWhere, isUnboundedWrite: classification.isUnboundedWrite,
+                    copyOut: classification.copyOut)
                 if piece.isBroken {
                     statement.kind = .unparseable
                     statement.effectiveKinds.insert(.unparseable, at: 0)

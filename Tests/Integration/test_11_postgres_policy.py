@@ -261,6 +261,35 @@ def test_copy_out_is_scanned_by_detectors(world, make_daemon, customers):
     assert "nothing to see" in p.stdout
 
 
+def test_copy_out_masks_fields_by_source_column(world, make_daemon, customers):
+    d = make_daemon(start=False)
+    d.write_config(rules=MASK_RULES, orders_db=credentials_yaml(d))
+    d.start()
+    before = d.last_index()
+    p = psql(world, "svc-ci", "COPY customers (id, email, ssn, card) TO STDOUT", password="")
+    assert p.returncode == 0, p.stderr
+    rows = [line.split("\t") for line in p.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    assert rows[0][1].startswith("a") and rows[0][1].endswith("@example.com") and rows[0][1] != "ada@example.com"
+    assert rows[0][2].endswith("6789") and "123-45" not in rows[0][2]
+    assert [r[3] for r in rows] == ["\\N"] * 3  # card: null
+    p = psql(world, "svc-ci", "COPY (SELECT name, email AS e FROM customers ORDER BY id) TO STDOUT "
+             "WITH (FORMAT csv, HEADER true)", password="")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "name,e" and lines[1].startswith("Ada,a") and "ada@example.com" not in p.stdout, lines
+    # psql's \copy is COPY ... TO STDOUT on the wire.
+    p = psql(world, "svc-ci", "\\copy customers to stdout with csv", password="")
+    assert p.returncode == 0, p.stderr
+    assert "ada@example.com" not in p.stdout and "4111111111111111" not in p.stdout and "Bob" in p.stdout
+    # A layout the gateway cannot split is refused rather than copied unmasked.
+    p = psql(world, "svc-ci", "COPY customers TO STDOUT WITH (DELIMITER ';')", password="")
+    assert p.returncode != 0 and sqlstate(p.stderr) == "42501", p.stderr
+    entries = d.wait_entries(lambda es: len(of_kind(es, "statement.end")) >= 3, after=before, what="COPY ends")
+    first = end_of(entries, [s for s in statements(entries) if s["text"].startswith("COPY customers (id")][0])
+    assert first["command_tag"] == "COPY 3" and first["masking"]["columns"]["public.customers.email"] == 3
+
+
 # ---- credentials
 
 

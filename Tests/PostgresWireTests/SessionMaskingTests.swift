@@ -262,16 +262,97 @@ struct SessionMaskingTests {
         #expect(actions.outcomes.first?.masking.detectors.matches(.email) == 1)
     }
 
-    @Test func copyOutOfAColumnMaskedTableOrInBinaryIsRefused() {
+    @Test func copyOutOfAColumnMaskedTableIsDescribedThenMaskedFieldByField() {
         var harness = SessionHarness.established(rules: Self.rules, resolver: Self.resolver)
-        let table = harness.client(.query("COPY customers TO STDOUT"))
-        #expect(table.serverBytes.isEmpty)
-        #expect(table.blockedRecords.first?.decision != .allow)
+        let query = harness.client(.query("COPY customers TO STDOUT"))
+        #expect(query.records.count == 1 && query.blockedRecords.isEmpty)
+        _ = harness.completeRecords(query)
+        let asked = harness.server(.copyOutResponse(.init(format: .text, columnFormats: [.text, .text])))
+        guard case .describeCopy(let describe) = asked.first else {
+            Issue.record("expected describeCopy, got \(asked)")
+            return
+        }
+        #expect(describe == "SELECT * FROM customers")
+        #expect(harness.machine.isAwaitingColumns)
+        let held = harness.server(
+            .copyData(ByteBuffer(string: "7\talice@example.com\n")),
+            .copyData(ByteBuffer(string: "8\t\\N\n")),
+            .copyData(ByteBuffer(string: "9\tx\\ty@example.org\n")),
+            .copyDone, .commandComplete(tag: "COPY 3"), .readyForQuery(.idle))
+        #expect(held.isEmpty, "COPY data waits for the description")
+        let released = harness.machine.copyDescribed(
+            describe,
+            fields: [
+                field("id", table: Self.customers, attribute: 1, type: 23),
+                field("email", table: Self.customers, attribute: 2),
+            ])
+        let data = released.toClient.compactMap { message -> String? in
+            if case .copyData(let bytes) = message { return String(buffer: bytes) }
+            return nil
+        }
+        // Decoded before masking (`x\ty@...` is "x<TAB>y@..."), no escape survives half-masked; NULL stays NULL.
+        #expect(data == ["7\ta***@example.com\n", "8\t\\N\n", "9\t***********.org\n"])
+        #expect(released.outcomes.first?.masking.columns == ["public.customers.email": 2])
+        #expect(released.outcomes.first?.rowsSent == 3)
+        #expect(!harness.machine.isAwaitingColumns)
+    }
+
+    @Test func csvCopyWithAHeaderKeepsTheHeaderAndQuotesReplacements() {
+        var harness = SessionHarness.established(rules: Self.rules, resolver: Self.resolver)
+        let query = harness.client(.query("COPY customers (email, id) TO STDOUT WITH (FORMAT csv, HEADER true)"))
+        _ = harness.completeRecords(query)
+        let asked = harness.server(.copyOutResponse(.init(format: .text, columnFormats: [.text, .text])))
+        guard case .describeCopy(let describe) = asked.first else {
+            Issue.record("expected describeCopy, got \(asked)")
+            return
+        }
+        #expect(describe == "SELECT email, id FROM customers")
+        _ = harness.server(
+            .copyData(ByteBuffer(string: "email,id\n")),
+            .copyData(ByteBuffer(string: "\"alice@example.com\",7\n")),
+            .copyData(ByteBuffer(string: ",8\n")),
+            .copyDone, .commandComplete(tag: "COPY 2"), .readyForQuery(.idle))
+        let released = harness.machine.copyDescribed(
+            describe,
+            fields: [
+                field("email", table: Self.customers, attribute: 2),
+                field("id", table: Self.customers, attribute: 1, type: 23),
+            ])
+        let data = released.toClient.compactMap { message -> String? in
+            if case .copyData(let bytes) = message { return String(buffer: bytes) }
+            return nil
+        }
+        #expect(data == ["email,id\n", "a***@example.com,7\n", ",8\n"])
+    }
+
+    @Test func aCopyThatCannotBeDescribedIsMaskedWhole() {
+        var harness = SessionHarness.established(rules: Self.rules, resolver: Self.resolver)
+        let query = harness.client(.query("COPY (SELECT email, 1 FROM customers) TO STDOUT"))
+        _ = harness.completeRecords(query)
+        let asked = harness.server(.copyOutResponse(.init(format: .text, columnFormats: [.text, .text])))
+        #expect(asked.contains { if case .describeCopy("SELECT email, 1 FROM customers") = $0 { true } else { false } })
+        _ = harness.server(
+            .copyData(ByteBuffer(string: "alice@example.com\t1\n")), .copyDone, .commandComplete(tag: "COPY 1"),
+            .readyForQuery(.idle))
+        let released = harness.machine.copyDescribed("SELECT email, 1 FROM customers", fields: nil)
+        let data = released.toClient.compactMap { message -> String? in
+            if case .copyData(let bytes) = message { return String(buffer: bytes) }
+            return nil
+        }
+        #expect(data.count == 1 && !data[0].contains("alice"))
+        #expect(released.outcomes.first?.masking.unresolvedColumnValues == 2)
+    }
+
+    @Test func binaryCopyAndCopyWithLayoutOptionsAreRefusedUnderColumnRules() {
+        var harness = SessionHarness.established(rules: Self.rules, resolver: Self.resolver)
         let binary = harness.client(.query("COPY (SELECT 1) TO STDOUT WITH (FORMAT binary)"))
         #expect(binary.serverBytes.isEmpty)
         #expect(binary.blockedRecords.count == 1)
+        let delimiter = harness.client(.query("COPY customers TO STDOUT WITH (DELIMITER ';')"))
+        #expect(delimiter.serverBytes.isEmpty)
+        #expect(delimiter.blockedRecords.count == 1)
         let other = harness.client(.query("COPY orders TO STDOUT"))
-        #expect(other.records.count == 1, "a table no column rule names is copied, with detectors")
+        #expect(other.records.count == 1, "a plain COPY is described and run")
     }
 
     @Test func sessionsWithoutMaskRulesForwardRowsUntouched() {

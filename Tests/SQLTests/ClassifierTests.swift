@@ -303,3 +303,39 @@ import Testing
         #expect(functions("SELECT U&\"\\+01F600\"()") == ["😀"])
     }
 }
+
+@Suite("SQL: COPY output")
+struct CopyOutputTests {
+    static func output(_ sql: String) -> CopyOutput? {
+        SQLParser.statements(in: sql).first?.copyOut
+    }
+
+    @Test func aTableCopyIsDescribedAsASelectOfItsColumns() {
+        #expect(Self.output("COPY customers TO STDOUT")?.query == "SELECT * FROM customers")
+        #expect(
+            Self.output("copy public.\"Orders\" (id, \"E-mail\") to stdout")?.query
+                == "SELECT id, \"E-mail\" FROM public.\"Orders\"")
+        #expect(
+            Self.output("COPY (SELECT email FROM c WHERE x = ')') TO STDOUT")?.query
+                == "SELECT email FROM c WHERE x = ')'")
+    }
+
+    @Test func formatsAndOptionsOldAndNewSyntax() {
+        let csv = Self.output("COPY t TO STDOUT WITH (FORMAT csv, HEADER true)")
+        #expect(csv?.format == .csv && csv?.header == true && csv?.hasLayoutOptions == false)
+        let old = Self.output("COPY t TO STDOUT CSV HEADER")
+        #expect(old?.format == .csv && old?.header == true)
+        #expect(Self.output("COPY t TO STDOUT (FORMAT csv, HEADER off)")?.header == false)
+        #expect(Self.output("COPY BINARY t TO STDOUT")?.format == .binary)
+        #expect(Self.output("COPY t TO STDOUT (FORMAT binary)")?.format == .binary)
+        #expect(Self.output("COPY t TO STDOUT (DELIMITER ';')")?.hasLayoutOptions == true)
+        #expect(Self.output("COPY t TO STDOUT WITH NULL AS 'x'")?.hasLayoutOptions == true)
+        #expect(Self.output("COPY t TO STDOUT")?.format == .text)
+    }
+
+    @Test func onlyCopyToStdoutHasAnOutput() {
+        #expect(Self.output("COPY t FROM STDIN") == nil)
+        #expect(Self.output("COPY t TO '/tmp/x'") == nil)
+        #expect(Self.output("SELECT 1") == nil)
+    }
+}

@@ -86,13 +86,7 @@ final class PostgresCatalog: Sendable {
             }
         }
         guard !missing.isEmpty else { return eventLoop.makeSucceededFuture(answers) }
-        let connection = state.withLock { state in
-            if let existing = state.connections[key], !existing.isFailed { return existing }
-            let made = PostgresCatalogConnection(
-                key: key, credentials: credentials, eventLoop: eventLoop, catalog: self)
-            state.connections[key] = made
-            return made
-        }
+        let connection = connection(for: key, credentials: credentials, eventLoop: eventLoop)
         let known = answers
         let asked = missing
         return connection.lookup(asked).hop(to: eventLoop).map { found in
@@ -119,6 +113,33 @@ final class PostgresCatalog: Sendable {
                 answers[column] = .unresolvable
             }
             return answers
+        }
+    }
+
+    /// Describes `query` (the columns of a `COPY ... TO STDOUT`) on the side connection, answering on
+    /// `eventLoop`; nil when it cannot be described (the session then masks every field).
+    func describe(
+        _ query: String, key: Key, credentials: PostgresInjectedCredentials, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<[PostgresBackendMessage.Field]?> {
+        connection(for: key, credentials: credentials, eventLoop: eventLoop).describe(query).hop(to: eventLoop)
+            .map { Optional($0) }
+            .flatMapErrorThrowing { error in
+                self.logger.info(
+                    "could not describe a COPY's columns; masking all its fields",
+                    metadata: ["resource": "\(key.resource)", "error": "\(error)"])
+                return nil
+            }
+    }
+
+    private func connection(
+        for key: Key, credentials: PostgresInjectedCredentials, eventLoop: any EventLoop
+    ) -> PostgresCatalogConnection {
+        state.withLock { state in
+            if let existing = state.connections[key], !existing.isFailed { return existing }
+            let made = PostgresCatalogConnection(
+                key: key, credentials: credentials, eventLoop: eventLoop, catalog: self)
+            state.connections[key] = made
+            return made
         }
     }
 
@@ -170,6 +191,11 @@ final class PostgresCatalogView: PostgresColumnResolver {
         return catalog.resolve(columns, key: key, credentials: credentials, on: eventLoop)
     }
 
+    func describe(_ query: String, on eventLoop: any EventLoop) -> EventLoopFuture<[PostgresBackendMessage.Field]?> {
+        guard let key else { return eventLoop.makeSucceededFuture(nil) }
+        return catalog.describe(query, key: key, credentials: credentials, on: eventLoop)
+    }
+
     func invalidate() {
         catalog.invalidate(resource: resource)
     }
@@ -182,6 +208,19 @@ final class PostgresCatalogView: PostgresColumnResolver {
 /// is why it can be shared in `PostgresCatalog`'s table.
 final class PostgresCatalogConnection: @unchecked Sendable {
     typealias Answer = [PostgresColumnID: PostgresColumnSource]
+    typealias Fields = [PostgresBackendMessage.Field]
+
+    private enum Request {
+        case lookup([PostgresColumnID], EventLoopPromise<Answer>)
+        case describe(String, EventLoopPromise<Fields>)
+
+        func fail(_ error: any Error) {
+            switch self {
+            case .lookup(_, let promise): promise.fail(error)
+            case .describe(_, let promise): promise.fail(error)
+            }
+        }
+    }
 
     let key: PostgresCatalog.Key
     let eventLoop: any EventLoop
@@ -195,12 +234,14 @@ final class PostgresCatalogConnection: @unchecked Sendable {
         case ready
         /// A query is out; `error` once the server refused it (its `ReadyForQuery` still follows).
         case querying(Answer, error: String?)
+        /// A `Parse`/`Describe`/`Sync` is out.
+        case describing(Fields, error: String?)
         case failed
     }
 
     private var phase: Phase = .idle
     private var channel: (any Channel)?
-    private var queue: [(columns: [PostgresColumnID], promise: EventLoopPromise<Answer>)] = []
+    private var queue: [Request] = []
     private let failedFlag = Atomic<Bool>(false)
 
     var isFailed: Bool { failedFlag.load(ordering: .relaxed) }
@@ -224,13 +265,22 @@ final class PostgresCatalogConnection: @unchecked Sendable {
                 let chunk = Array(rest.prefix(PostgresCatalog.batchSize))
                 rest = rest.dropFirst(chunk.count)
                 let p = self.eventLoop.makePromise(of: Answer.self)
-                self.queue.append((chunk, p))
+                self.queue.append(.lookup(chunk, p))
                 parts.append(p.futureResult)
             }
             self.advance()
             EventLoopFuture.whenAllSucceed(parts, on: self.eventLoop).map { answers in
                 answers.reduce(into: Answer()) { $0.merge($1) { a, _ in a } }
             }.cascade(to: promise)
+        }
+        return promise.futureResult
+    }
+
+    func describe(_ query: String) -> EventLoopFuture<Fields> {
+        let promise = eventLoop.makePromise(of: Fields.self)
+        eventLoop.execute {
+            self.queue.append(.describe(query, promise))
+            self.advance()
         }
         return promise.futureResult
     }
@@ -243,12 +293,20 @@ final class PostgresCatalogConnection: @unchecked Sendable {
         case .ready:
             guard let next = queue.first, let channel else { return }
             var buffer = channel.allocator.buffer(capacity: 256)
-            PostgresFrontendMessage.query(Self.query(next.columns)).encode(into: &buffer)
-            phase = .querying([:], error: nil)
+            switch next {
+            case .lookup(let columns, _):
+                PostgresFrontendMessage.query(Self.query(columns)).encode(into: &buffer)
+                phase = .querying([:], error: nil)
+            case .describe(let query, _):
+                PostgresFrontendMessage.parse(.init(name: "", query: query)).encode(into: &buffer)
+                PostgresFrontendMessage.describe(.statement("")).encode(into: &buffer)
+                PostgresFrontendMessage.sync.encode(into: &buffer)
+                phase = .describing([], error: nil)
+            }
             channel.writeAndFlush(buffer, promise: nil)
         case .failed:
             failAll(PostgresCatalogError(message: "the catalog connection failed"))
-        case .connecting, .authenticating, .querying:
+        case .connecting, .authenticating, .querying, .describing:
             return
         }
     }
@@ -330,12 +388,30 @@ final class PostgresCatalogConnection: @unchecked Sendable {
                 phase = .querying([:], error: fields[.message] ?? "error")
             case .readyForQuery:
                 phase = .ready
-                if !queue.isEmpty {
-                    let first = queue.removeFirst()
+                if !queue.isEmpty, case .lookup(_, let promise) = queue.removeFirst() {
                     if let error {
-                        first.promise.fail(PostgresCatalogError(message: "catalog query failed: \(error)"))
+                        promise.fail(PostgresCatalogError(message: "catalog query failed: \(error)"))
                     } else {
-                        first.promise.succeed(answer)
+                        promise.succeed(answer)
+                    }
+                }
+                advance()
+            default:
+                return
+            }
+        case .describing(let fields, let error):
+            switch message {
+            case .rowDescription(let described):
+                phase = .describing(described, error: error)
+            case .errorResponse(let fields):
+                phase = .describing([], error: fields[.message] ?? "error")
+            case .readyForQuery:
+                phase = .ready
+                if !queue.isEmpty, case .describe(_, let promise) = queue.removeFirst() {
+                    if let error {
+                        promise.fail(PostgresCatalogError(message: "describing the COPY failed: \(error)"))
+                    } else {
+                        promise.succeed(fields)
                     }
                 }
                 advance()
@@ -362,7 +438,7 @@ final class PostgresCatalogConnection: @unchecked Sendable {
     private func failAll(_ error: any Error) {
         let waiting = queue
         queue = []
-        for item in waiting { item.promise.fail(error) }
+        for request in waiting { request.fail(error) }
     }
 }
 

@@ -271,6 +271,8 @@ final class PostgresProxy {
             completed(outcome)
         case .resolveColumns(let columns):
             resolve(columns)
+        case .describeCopy(let query):
+            describeCopy(query)
         case .closeWithError(let fields):
             closeWithError(fields)
         case .close:
@@ -432,6 +434,21 @@ final class PostgresProxy {
         catalog.resolve(columns, on: eventLoop).whenSuccess { resolutions in
             let this = bound.value
             this.machine.columnsResolved(resolutions, into: &this.actions)
+            this.run()
+            this.flush()
+        }
+    }
+
+    private func describeCopy(_ query: String) {
+        guard let catalog else {
+            machine.copyDescribed(query, fields: nil, into: &actions)
+            run()
+            return
+        }
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        catalog.describe(query, on: eventLoop).whenSuccess { fields in
+            let this = bound.value
+            this.machine.copyDescribed(query, fields: fields, into: &this.actions)
             this.run()
             this.flush()
         }

@@ -82,6 +82,10 @@ public struct PostgresSessionStateMachine: Sendable {
         /// Look up these columns in the catalog (`pg_attribute` joined to `pg_class` and `pg_namespace` on the
         /// side connection), then call ``columnsResolved(_:)``. Server messages wait meanwhile.
         case resolveColumns([PostgresColumnID])
+        /// Describe this query (`Parse` and `Describe` on the side connection): it has the columns of a
+        /// `COPY ... TO STDOUT` whose fields column rules may cover. Call ``copyDescribed(_:fields:)``; server
+        /// messages wait meanwhile.
+        case describeCopy(String)
         /// Write this `ErrorResponse` to the client, then close both connections.
         indirect case closeWithError(PostgresErrorFields)
         /// Close both connections (after the client's `Terminate`, a cancel, or the server's refusal).
@@ -147,7 +151,9 @@ public struct PostgresSessionStateMachine: Sendable {
 
     /// Whether server messages are held until ``columnsResolved(_:)``: stop reading from the server meanwhile.
     public var isAwaitingColumns: Bool {
-        if case .active(let pipeline) = self.state { return !pipeline.awaitingColumns.isEmpty }
+        if case .active(let pipeline) = self.state {
+            return !pipeline.awaitingColumns.isEmpty || pipeline.awaitingCopyDescription != nil
+        }
         return false
     }
 
@@ -244,6 +250,17 @@ public struct PostgresSessionStateMachine: Sendable {
         self.state = pipeline.isClosed ? .closed : .active(pipeline)
     }
 
+    /// The gateway's answer to ``Action/describeCopy(_:)``: the query's `RowDescription` fields, or `nil` when it
+    /// could not be described (then every field of the COPY is masked as unresolved, fail closed).
+    public mutating func copyDescribed(
+        _ query: String, fields: [PostgresBackendMessage.Field]?, into actions: inout [Action]
+    ) {
+        guard case .active(var pipeline) = self.state else { return }
+        self.state = .modifying
+        pipeline.copyDescribed(query, fields: fields, into: &actions)
+        self.state = pipeline.isClosed ? .closed : .active(pipeline)
+    }
+
     /// The client's TLS handshake finished (after ``Action/startClientTLS``): the startup packet comes next.
     public mutating func clientTLSEstablished(into actions: inout [Action]) {
         guard case .awaitingClientTLS = self.state else { return }
@@ -304,6 +321,13 @@ public struct PostgresSessionStateMachine: Sendable {
     public mutating func columnsResolved(_ resolutions: [PostgresColumnID: PostgresColumnResolution]) -> [Action] {
         var actions: [Action] = []
         self.columnsResolved(resolutions, into: &actions)
+        return actions
+    }
+
+    /// ``copyDescribed(_:fields:into:)`` returning a new array.
+    public mutating func copyDescribed(_ query: String, fields: [PostgresBackendMessage.Field]?) -> [Action] {
+        var actions: [Action] = []
+        self.copyDescribed(query, fields: fields, into: &actions)
         return actions
     }
 

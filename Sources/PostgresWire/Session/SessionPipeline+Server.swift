@@ -1,17 +1,36 @@
 import Masking
 import NIOCore
 import Policy
+import SQL
 
 extension SessionPipeline {
     // MARK: Server messages
 
     mutating func serverMessage(_ framed: ServerMessage, into actions: inout [Action]) {
         guard !self.isClosed else { return }
-        if !self.awaitingColumns.isEmpty {
+        if !self.awaitingColumns.isEmpty || self.awaitingCopyDescription != nil {
             self.held.append(framed)
             return
         }
         self.process(framed, into: &actions)
+    }
+
+    /// The gateway described a COPY's query (`nil`: it could not, so every field is masked): replay what was held.
+    mutating func copyDescribed(_ query: String, fields: [Field]?, into actions: inout [Action]) {
+        guard self.awaitingCopyDescription == query else { return }
+        self.awaitingCopyDescription = nil
+        if self.copyDescriptions.count >= 64 { self.copyDescriptions = [:] }
+        self.copyDescriptions[query] = .some(fields)
+        self.replayHeld(into: &actions)
+    }
+
+    private mutating func replayHeld(into actions: inout [Action]) {
+        while let next = self.held.popFirst(), !self.isClosed {
+            self.process(next, into: &actions)
+            if !self.awaitingColumns.isEmpty || self.awaitingCopyDescription != nil {
+                return
+            }
+        }
     }
 
     /// The gateway answered a `resolveColumns`: remember the answers and replay what was held.
@@ -26,12 +45,7 @@ extension SessionPipeline {
             self.columnResolutions[column] = .unresolvable
         }
         self.awaitingColumns = []
-        while let next = self.held.popFirst(), !self.isClosed {
-            self.process(next, into: &actions)
-            if !self.awaitingColumns.isEmpty {
-                return
-            }
-        }
+        self.replayHeld(into: &actions)
     }
 
     private mutating func process(_ framed: ServerMessage, into actions: inout [Action]) {
@@ -305,18 +319,28 @@ extension SessionPipeline {
             actions.append(.sendToClient(framed.frame))
             return .keep
         case .copyOutResponse(let response):
-            guard self.startCopyOut(response, result: &progress.result, into: &actions) else {
+            let copyOut = progress.index < progress.copyOuts.count ? progress.copyOuts[progress.index] : nil
+            switch self.startCopyOut(response, copyOut, framed: framed, result: &progress.result, into: &actions) {
+            case .refused:
                 self.restore(.simpleQuery(progress))
                 self.refuseBinaryCopy(into: &actions)
                 return .handled
+            case .held:
+                return .keep
+            case .started:
+                actions.append(.sendToClient(framed.frame))
+                return .keep
             }
-            actions.append(.sendToClient(framed.frame))
-            return .keep
         case .copyData(let data):
-            self.forwardCopyData(data, frame: framed.frame, result: &progress.result, into: &actions)
+            guard self.forwardCopyData(data, frame: framed.frame, result: &progress.result, into: &actions) else {
+                self.restore(.simpleQuery(progress))
+                self.serverViolation("COPY row whose width differs from its description", into: &actions)
+                return .handled
+            }
             return .keep
         case .copyDone:
             progress.result.copyOutMasking = false
+            progress.result.copyLayout = nil
             actions.append(.sendToClient(framed.frame))
             return .keep
         case .readyForQuery(let status):
@@ -406,18 +430,29 @@ extension SessionPipeline {
             actions.append(.sendToClient(framed.frame))
             return .keep
         case .copyOutResponse(let response):
-            guard self.startCopyOut(response, result: &progress.result, into: &actions) else {
+            switch self.startCopyOut(
+                response, progress.copyOut, framed: framed, result: &progress.result, into: &actions)
+            {
+            case .refused:
                 self.restore(.execute(progress))
                 self.refuseBinaryCopy(into: &actions)
                 return .handled
+            case .held:
+                return .keep
+            case .started:
+                actions.append(.sendToClient(framed.frame))
+                return .keep
             }
-            actions.append(.sendToClient(framed.frame))
-            return .keep
         case .copyData(let data):
-            self.forwardCopyData(data, frame: framed.frame, result: &progress.result, into: &actions)
+            guard self.forwardCopyData(data, frame: framed.frame, result: &progress.result, into: &actions) else {
+                self.restore(.execute(progress))
+                self.serverViolation("COPY row whose width differs from its description", into: &actions)
+                return .handled
+            }
             return .keep
         case .copyDone:
             progress.result.copyOutMasking = false
+            progress.result.copyLayout = nil
             actions.append(.sendToClient(framed.frame))
             return .keep
         default:
@@ -516,17 +551,44 @@ extension SessionPipeline {
         self.expectations = kept
     }
 
-    /// Returns false when the output cannot be masked (binary COPY): end the session with ``refuseBinaryCopy(into:)``.
+    enum CopyStart {
+        case started
+        /// The COPY's query (or its columns) is being looked up: `framed` is held and processed again afterwards.
+        case held
+        /// Binary output cannot be masked: end the session with ``refuseBinaryCopy(into:)``.
+        case refused
+    }
+
+    /// `CopyOutResponse`: decides how the COPY's rows are masked. With column rules the COPY's query is described by
+    /// the gateway (``Action/describeCopy(_:)``) and its fields resolved like a `RowDescription`'s.
     private mutating func startCopyOut(
-        _ response: PostgresBackendMessage.CopyResponse, result: inout ResultProgress, into actions: inout [Action]
-    ) -> Bool {
+        _ response: PostgresBackendMessage.CopyResponse, _ copyOut: CopyOutput?, framed: ServerMessage,
+        result: inout ResultProgress, into actions: inout [Action]
+    ) -> CopyStart {
         result.finishPlan()
-        guard self.policy.masksResults else { return true }
+        result.copyLayout = nil
+        guard self.policy.masksResults else { return .started }
         guard response.format == .text else {
-            return false
+            return .refused
         }
-        result.copyOutMasking = !self.policy.detectorGroups.isEmpty
-        return true
+        if self.policy.hasColumnRules {
+            guard let copyOut, let query = copyOut.query, copyOut.format != .binary else { return .refused }
+            guard let described = self.copyDescriptions[query] else {
+                self.awaitingCopyDescription = query
+                self.held.prepend(framed)
+                actions.append(.describeCopy(query))
+                return .held
+            }
+            if let fields = described {
+                guard self.resolveColumns(of: fields, holding: framed, into: &actions) else { return .held }
+                result.plan = self.policy.plan(for: fields, resolutions: self.columnResolutions)
+            } else {
+                result.plan = self.policy.plan(for: nil, columnCount: response.columnFormats.count)
+            }
+            result.copyLayout = CopyLayout(format: copyOut.format, headerPending: copyOut.header)
+        }
+        result.copyOutMasking = result.copyLayout != nil || !self.policy.detectorGroups.isEmpty
+        return .started
     }
 
     private mutating func refuseBinaryCopy(into actions: inout [Action]) {
@@ -538,16 +600,30 @@ extension SessionPipeline {
         self.close(with: error.errorResponse(), into: &actions)
     }
 
+    /// Returns false when a row's width differs from the COPY's description (the caller ends the session).
     private mutating func forwardCopyData(
         _ data: ByteBuffer, frame: ByteBuffer, result: inout ResultProgress, into actions: inout [Action]
-    ) {
+    ) -> Bool {
         guard result.copyOutMasking else {
             actions.append(.sendToClient(frame))
-            return
+            return true
+        }
+        if var layout = result.copyLayout, result.plan != nil {
+            do {
+                let (rewritten, rows) = try self.policy.maskCopyRows(
+                    data, plan: &result.plan!, layout: &layout, stats: &result.masking.detectors)
+                result.copyLayout = layout
+                result.rowsSent += rows
+                actions.append(.sendToClient(rewritten ?? frame))
+                return true
+            } catch {
+                return false
+            }
         }
         let (rewritten, lines) = self.policy.maskCopyText(data, stats: &result.masking.detectors)
         result.rowsSent += lines
         actions.append(.sendToClient(rewritten ?? frame))
+        return true
     }
 
     // MARK: Rows, errors, notices

@@ -1,6 +1,7 @@
 import Masking
 import NIOCore
 import Policy
+import SQL
 
 /// The operating phase of a session, from the server's `AuthenticationOk` to the end: everything the client sends
 /// is judged and recorded, everything the server sends is matched to what it answers and masked.
@@ -26,6 +27,8 @@ struct SessionPipeline: Sendable {
     struct ClientStatement: Sendable {
         var text: String
         var kinds: [String]
+        /// A `COPY ... TO STDOUT` to describe before its rows are forwarded (column rules).
+        var copyOut: CopyOutput? = nil
         /// The client sent `Describe` for it since its `Parse`: the server will describe its rows.
         var described = false
     }
@@ -75,6 +78,8 @@ struct SessionPipeline: Sendable {
         var plan: ResultPlan?
         /// Text `COPY TO STDOUT` data is being scanned.
         var copyOutMasking = false
+        /// `COPY TO STDOUT` fields are masked by ``plan`` (the COPY's query was described).
+        var copyLayout: CopyLayout?
         var rowsSent = 0
         var masking = MaskingCounts()
 
@@ -88,6 +93,8 @@ struct SessionPipeline: Sendable {
 
     struct SimpleQueryProgress: Sendable {
         var ids: [StatementID]
+        /// Per statement, its `COPY ... TO STDOUT` to describe (column rules), if it is one.
+        var copyOuts: [CopyOutput?] = []
         var index = 0
         var result = ResultProgress()
     }
@@ -95,6 +102,7 @@ struct SessionPipeline: Sendable {
     struct ExecuteProgress: Sendable {
         var id: StatementID
         var portal: String
+        var copyOut: CopyOutput? = nil
         var planned = false
         var result = ResultProgress()
     }
@@ -156,6 +164,10 @@ struct SessionPipeline: Sendable {
     /// Server messages held while the gateway resolves columns.
     var held = CircularBuffer<ServerMessage>()
     var awaitingColumns: Set<PostgresColumnID> = []
+    /// The query of a `COPY ... TO STDOUT` the gateway is describing; server messages are held meanwhile.
+    var awaitingCopyDescription: String?
+    /// Described COPY queries of this session (`nil`: the description failed, so every field is masked).
+    var copyDescriptions: [String: [Field]?] = [:]
 
     init(policy: SessionPolicy) {
         self.policy = policy
@@ -318,7 +330,8 @@ struct SessionPipeline: Sendable {
             self.gate(id)
         }
         self.forward(frame, into: &actions)
-        self.expectations.append(.simpleQuery(SimpleQueryProgress(ids: ids)))
+        self.expectations.append(
+            .simpleQuery(SimpleQueryProgress(ids: ids, copyOuts: statements.map(\.copyOut))))
     }
 
     private mutating func parse(
@@ -344,7 +357,8 @@ struct SessionPipeline: Sendable {
             self.skippingUntilSync = true
             return
         }
-        self.clientStatements[parse.name] = ClientStatement(text: text, kinds: kinds)
+        self.clientStatements[parse.name] = ClientStatement(
+            text: text, kinds: kinds, copyOut: evaluation.statements.first?.copyOut)
         self.forwardExtended(frame, expecting: .parse(parse.name), into: &actions)
     }
 
@@ -389,7 +403,9 @@ struct SessionPipeline: Sendable {
             self.expectations.append(.describePortal(name, hidden: true))
         }
         self.gate(evidence.id)
-        self.forwardExtended(frame, expecting: .execute(ExecuteProgress(id: evidence.id, portal: name)), into: &actions)
+        self.forwardExtended(
+            frame, expecting: .execute(ExecuteProgress(id: evidence.id, portal: name, copyOut: statement?.copyOut)),
+            into: &actions)
     }
 
     private mutating func functionCall(

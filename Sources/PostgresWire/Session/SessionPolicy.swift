@@ -22,6 +22,8 @@ struct SessionPolicy: Sendable {
     struct Statement: Sendable {
         var text: String
         var kinds: [String]
+        /// A `COPY ... TO STDOUT` whose fields column rules may cover: described before its rows are forwarded.
+        var copyOut: CopyOutput? = nil
     }
 
     /// A query string's statements and the verdict on the whole string.
@@ -100,7 +102,8 @@ struct SessionPolicy: Sendable {
             statements.append(
                 Statement(
                     text: self.evidenceText(statement.text, standardConformingStrings: standardConformingStrings),
-                    kinds: statement.effectiveKinds.map(\.description)
+                    kinds: statement.effectiveKinds.map(\.description),
+                    copyOut: self.hasColumnRules ? statement.copyOut : nil
                 )
             )
         }
@@ -149,32 +152,27 @@ struct SessionPolicy: Sendable {
         return nil
     }
 
-    /// `COPY ... TO STDOUT` output has no source columns and binary output cannot be scanned, so when the session
-    /// masks results a binary COPY, and a COPY that may read a column a rule masks, are refused (fail closed). Text
-    /// and CSV COPY of other tables run, with content detectors applied to every field.
+    /// `COPY ... TO STDOUT` output carries no column description. When the session masks results, binary COPY is
+    /// refused (it cannot be scanned); with column rules the gateway describes the COPY's query to learn each field's
+    /// source, which needs the default text or CSV layout: a COPY with `DELIMITER`, `QUOTE`, `ESCAPE`, `NULL`... is
+    /// refused (fail closed). Other COPYs run, their fields masked like result columns.
     private func copyOutBlock(_ statement: SQLStatement) -> Block? {
         let firstMask = self.rules.masks.first?.rule ?? ""
-        if statement.text.utf8.containsASCIICaseInsensitive("binary") {
+        let output = statement.copyOut
+        if output?.format == .binary || output == nil && statement.text.utf8.containsASCIICaseInsensitive("binary") {
             return Block(
                 rule: firstMask,
                 reason: "binary COPY TO STDOUT output cannot be masked on this resource; use text or CSV format"
             )
         }
-        for target in statement.targets {
-            let table = target.name
-            let schema = target.parts.count >= 2 ? target.parts[target.parts.count - 2] : nil
-            for mask in self.rules.masks {
-                for pattern in mask.spec.columns where pattern.table.matches(table) {
-                    if let patternSchema = pattern.schema, let schema, !patternSchema.matches(schema) {
-                        continue
-                    }
-                    return Block(
-                        rule: mask.rule,
-                        reason:
-                            "COPY TO STDOUT cannot mask the column \(pattern) of \(target); select the rows with SELECT"
-                    )
-                }
-            }
+        guard self.hasColumnRules else { return nil }
+        guard let output, output.query != nil, !output.hasLayoutOptions else {
+            let rule = self.rules.masks.first { !$0.spec.columns.isEmpty }?.rule ?? firstMask
+            return Block(
+                rule: rule,
+                reason: "COPY TO STDOUT with DELIMITER, QUOTE, ESCAPE, NULL or ENCODING options cannot be masked "
+                    + "by column on this resource; use the default text or CSV layout"
+            )
         }
         return nil
     }
