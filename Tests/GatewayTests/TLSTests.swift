@@ -235,7 +235,7 @@ let loopback = IPAddress("127.0.0.1")!
         #expect(connection.negotiatedTLS)
         // Only the TLS handler is left for the caller to build on.
         let channel = connection.channel
-        let handlers = try await channel.eventLoop.submit { channel.pipeline.description }.get()
+        let handlers = try await channel.eventLoop.submit { channel.pipeline.debugDescription }.get()
         #expect(handlers.contains("NIOSSLClientHandler"))
         #expect(!handlers.contains("SSLRequestHandler") && !handlers.contains("HandshakeWaiter"))
         #expect(try await echo(connection.channel, "Q-over-tls") == "Q-over-tls")
