@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import NIOSSL
 import NIOTLS
@@ -359,6 +360,25 @@ let loopback = IPAddress("127.0.0.1")!
         #expect(!connection.negotiatedTLS)
         // An SSLRequest would come back first, in place of these 8 bytes.
         #expect(try await echo(connection.channel, "startup!") == "startup!")
+    }
+
+    /// A connected channel is active before `channelActive` has travelled its pipeline, so the
+    /// handler sees both "added while active" and the event; a second request would reach the
+    /// server as unencrypted bytes after the first (PostgreSQL: "received unencrypted data after
+    /// SSL request").
+    @Test func sslRequestIsSentOnceWhenChannelActiveArrivesLate() throws {
+        let channel = EmbeddedChannel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5432)).wait()
+        let tls = UpstreamTLS(
+            mode: .prefer, context: try UpstreamTLSContexts().upstreamContext(mode: .prefer, caFile: nil))
+        let negotiated = PostgresUpstreamConnector.negotiateTLS(on: channel, tls: tls, timeout: .seconds(30))
+        channel.pipeline.fireChannelActive()
+        let request = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(Array(request.readableBytesView) == [0, 0, 0, 8, 0x04, 0xD2, 0x16, 0x2F])
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+        try channel.writeInbound(ByteBuffer(string: "N"))
+        #expect(try negotiated.wait() == false)
+        _ = try? channel.finish()
     }
 
     @Test func contextsAreBuiltOncePerModeAndCAFile() throws {

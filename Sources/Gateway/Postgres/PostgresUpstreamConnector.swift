@@ -144,6 +144,11 @@ private final class SSLRequestHandler: ChannelInboundHandler, RemovableChannelHa
     let peer: String
     let promise: EventLoopPromise<Bool>
     var done = false
+    /// The request goes out once: from `handlerAdded` when the channel is already active (it is by
+    /// the time the connect future completes, before `channelActive` has travelled the pipeline),
+    /// else from `channelActive`. A second SSLRequest would reach the server as unencrypted bytes
+    /// after the first, which PostgreSQL rightly refuses.
+    var requested = false
 
     init(
         mode: UpstreamTLSMode, context: NIOSSLContext, serverHostname: String?, peer: String,
@@ -166,6 +171,8 @@ private final class SSLRequestHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     private func sendRequest(context: ChannelHandlerContext) {
+        guard !requested else { return }
+        requested = true
         var request = context.channel.allocator.buffer(capacity: 8)
         request.writeMultipleIntegers(UInt32(8), PostgresUpstreamConnector.sslRequestCode, endianness: .big)
         context.writeAndFlush(NIOAny(request), promise: nil)

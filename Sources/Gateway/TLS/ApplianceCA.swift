@@ -347,6 +347,7 @@ public struct CertificateSummary: Sendable {
     public var notValidBefore: Date
     public var notValidAfter: Date
     public var isCertificateAuthority: Bool
+    /// Lower-case hex bytes joined by ':' (as `openssl x509 -serial` shows them, separated).
     public var serialNumber: String
 
     /// Summarises the first certificate of a PEM file.
@@ -370,7 +371,7 @@ public struct CertificateSummary: Sendable {
         } else {
             isCertificateAuthority = false
         }
-        serialNumber = certificate.serialNumber.description
+        serialNumber = certificate.serialNumber.bytes.map { String(format: "%02x", $0) }.joined(separator: ":")
     }
 }
 
