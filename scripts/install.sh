@@ -5,7 +5,8 @@
 #
 # Builds release binaries, installs them to /usr/local/bin, creates the `interlock` system user and
 # the groups `interlock-admin` and `interlock-auditors`, writes /etc/interlock/interlock.yaml from the
-# example (an existing file is never overwritten), installs the systemd unit and reloads systemd when
+# example (an existing file is never overwritten), creates the appliance CA in /etc/interlock/tls
+# (`interlock tls init`; an existing one is kept), installs the systemd unit and reloads systemd when
 # it is running. It does not start anything: capture begins when you start the service.
 #
 # Environment: PREFIX (default /usr/local), INTERLOCK_SKIP_BUILD=1 (install .build/release as is).
@@ -91,6 +92,15 @@ fi
 install -m 0644 "$REPO/examples/interlock.yaml" "$CONF_DIR/interlock.example.yaml"
 echo "    $CONF_DIR/interlock.example.yaml: every key, documented"
 "$PREFIX/bin/interlock" policy check "$CONF" || die "$CONF does not validate; fix it before starting the service"
+
+# The appliance CA, which signs the certificates shown to clients of `tls: { client: offer }`
+# resources. Created once; an existing CA is kept (rotate it with `interlock tls init --force`).
+if [ -e "$CONF_DIR/tls/ca.crt" ]; then
+    echo "    $CONF_DIR/tls/ca.crt exists; left unchanged"
+else
+    say "appliance CA in $CONF_DIR/tls"
+    "$PREFIX/bin/interlock" tls init --dir "$CONF_DIR/tls"
+fi
 
 # State and runtime directories (systemd's StateDirectory/RuntimeDirectory do the same under systemd).
 install -d -m 0750 -o interlock -g interlock /var/lib/interlock

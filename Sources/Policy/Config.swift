@@ -9,6 +9,8 @@ public struct PolicyConfig: Sendable, Equatable {
     public var capture: CaptureSettings
     public var postgres: PostgresSettings
     public var masking: MaskingSettings
+    /// The appliance's own CA, which signs the certificates shown to clients of `client: offer` resources.
+    public var tls: ApplianceTLSSettings
     public var resources: [Resource]
     /// The `rules:` list in file order; compile it once with `CompiledRules(_:)`.
     public var rules: [Rule]
@@ -16,7 +18,7 @@ public struct PolicyConfig: Sendable, Equatable {
     public init(
         path: String, daemon: DaemonSettings = .init(), audit: AuditSettings = .init(),
         capture: CaptureSettings = .init(), postgres: PostgresSettings = .init(), masking: MaskingSettings = .init(),
-        resources: [Resource] = [], rules: [Rule] = []
+        tls: ApplianceTLSSettings = .init(), resources: [Resource] = [], rules: [Rule] = []
     ) {
         self.path = path
         self.daemon = daemon
@@ -24,6 +26,7 @@ public struct PolicyConfig: Sendable, Equatable {
         self.capture = capture
         self.postgres = postgres
         self.masking = masking
+        self.tls = tls
         self.resources = resources
         self.rules = rules
     }
@@ -282,5 +285,25 @@ public struct TLSSettings: Sendable, Hashable {
         self.client = client
         self.upstream = upstream
         self.caFile = caFile
+    }
+}
+
+/// Where the appliance's CA is (`tls:` at the top of the file). `interlock tls init` creates it at
+/// install; the daemon reads it to issue, in memory, the certificate each `client: offer` resource
+/// presents, so clients with `sslmode=verify-full` trust the appliance through this one CA.
+public struct ApplianceTLSSettings: Sendable, Equatable {
+    public static let defaultCACertificate = "/etc/interlock/tls/ca.crt"
+    public static let defaultCAKey = "/etc/interlock/tls/ca.key"
+
+    /// PEM certificate of the CA; clients are given this file as `sslrootcert`.
+    public var caCertificate: Located<String> = Located(defaultCACertificate)
+    /// PEM private key of the CA; readable by the daemon's user only (no group or other bits).
+    public var caKey: Located<String> = Located(defaultCAKey)
+
+    public init() {}
+
+    public init(caCertificate: Located<String>, caKey: Located<String>) {
+        self.caCertificate = caCertificate
+        self.caKey = caKey
     }
 }

@@ -67,6 +67,22 @@ extension Walker {
         return t
     }
 
+    /// The top-level `tls:`: where the appliance's CA certificate and key are.
+    func applianceTLS(_ node: Node) throws(ConfigError) -> ApplianceTLSSettings {
+        let m = try mapping(node, key: "tls", allowed: ["ca_certificate", "ca_key"])
+        var t = ApplianceTLSSettings()
+        if let n = m["ca_certificate"] {
+            t.caCertificate = Located(try absolutePath(n, "tls.ca_certificate"), at: location(n))
+        }
+        if let n = m["ca_key"] { t.caKey = Located(try absolutePath(n, "tls.ca_key"), at: location(n)) }
+        if t.caKey.value == t.caCertificate.value {
+            throw fail(
+                m["ca_key"] ?? m["ca_certificate"] ?? node, "tls.ca_key",
+                "the key must be its own file (the certificate is shown to clients, the key to nobody)")
+        }
+        return t
+    }
+
     func rules(_ node: Node, resources: [Resource]) throws(ConfigError) -> [Rule] {
         guard case .sequence(let seq) = node else { throw fail(node, "rules", "expected a list of rules") }
         let byName = Dictionary(resources.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })

@@ -80,12 +80,14 @@ public enum ConfigLoader {
         guard let root else { return config }  // an empty file is the defaults: nothing captured
         let doc = Walker(path: path)
         let top = try doc.mapping(
-            root, key: "", allowed: ["daemon", "audit", "capture", "postgres", "masking", "resources", "rules"])
+            root, key: "",
+            allowed: ["daemon", "audit", "capture", "postgres", "masking", "tls", "resources", "rules"])
         if let node = top["daemon"] { config.daemon = try doc.daemon(node) }
         if let node = top["audit"] { config.audit = try doc.audit(node) }
         if let node = top["capture"] { config.capture = try doc.capture(node) }
         if let node = top["postgres"] { config.postgres = try doc.postgres(node) }
         if let node = top["masking"] { config.masking = try doc.masking(node) }
+        if let node = top["tls"] { config.tls = try doc.applianceTLS(node) }
         if let node = top["resources"] { config.resources = try doc.resources(node) }
         // After resources: rules name them.
         if let node = top["rules"] { config.rules = try doc.rules(node, resources: config.resources) }

@@ -63,7 +63,9 @@ struct Interlock: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "interlock",
         abstract: "Operate, inspect and audit interlockd.",
-        subcommands: [Status.self, Rules.self, Audit.self, Reload.self, PolicyCommand.self, Uninstall.self])
+        subcommands: [
+            Status.self, Rules.self, Audit.self, Reload.self, PolicyCommand.self, TLSCommand.self, Uninstall.self,
+        ])
 }
 
 struct Status: ParsableCommand {
