@@ -961,6 +961,21 @@ def report(results: list[dict], rounds: int, idle: list[dict], env: dict, prof: 
     return "\n".join(L)
 
 
+def checkout() -> str:
+    """HEAD and whether Sources/ or Package.swift differ from it (a release build compiles the working tree)."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(REPO)] + list(args), capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except Exception:
+            return "?"
+    dirty = git("status", "--porcelain", "--", "Sources", "Package.swift")
+    return git("rev-parse", "--short", "HEAD") + (" with uncommitted changes in Sources/" if dirty else "")
+
+
+START_COMMIT = checkout()
+
+
 def env_info(results: list[dict]) -> dict:
     def first(cmd):
         try:
@@ -975,7 +990,7 @@ def env_info(results: list[dict]) -> dict:
                 model = line.split(":", 1)[1].strip()
                 break
     b = Path(os.environ.get("INTERLOCK_BIN_DIR", "")) / "interlockd"
-    commit = first(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    commit = START_COMMIT
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "cpus": os.cpu_count(),
