@@ -96,14 +96,25 @@ say "A real PostgreSQL 15 in the remote namespace, database 'orders'"
 mkdir -p "$DEMO_DIR"
 chmod 0755 "$DEMO_DIR"
 il_pg_start "$REMOTE_NS" "$DEMO_DIR/pg"
-note "listening on 198.18.0.10:5432 and [2001:db8:18::10]:5432"
+note "listening on 198.18.0.10:5432 and [2001:db8:18::10]:5432 (passwords required: SCRAM-SHA-256)"
+runuser -u postgres -- psql -X -q -h "$DEMO_DIR/pg" -U postgres -d orders -v ON_ERROR_STOP=1 <<'SQL' >/dev/null
+CREATE TABLE customers (id int PRIMARY KEY, name text, email text UNIQUE, card text, note text);
+INSERT INTO customers VALUES
+  (1, 'Ada Lovelace', 'ada@example.com', '4111111111111111', 'prefers e-mail'),
+  (2, 'Alan Turing', 'alan@example.org', '5555555555554444', 'card on file: 4012 8888 8888 1881');
+SQL
+note "table customers: names, e-mails, card numbers (some inside free text)"
 pause
 
 # --------------------------------------------------------------------------------------------------
-say "The policy: capture svc-ci and the group bots; orders-db is a registered resource"
-mkdir -p "$DEMO_DIR/state"
-chown interlock:interlock "$DEMO_DIR/state"
+say "The policy: capture svc-ci and the group bots; orders-db with injected credentials, a block and a mask rule"
+mkdir -p "$DEMO_DIR/state" "$DEMO_DIR/secrets"
+chown interlock:interlock "$DEMO_DIR/state" "$DEMO_DIR/secrets"
 chmod 0755 "$DEMO_DIR/state"
+chmod 0700 "$DEMO_DIR/secrets"
+printf '%s\n' "$IL_PG_APP_PASSWORD" >"$DEMO_DIR/secrets/orders-db"
+chown interlock:interlock "$DEMO_DIR/secrets/orders-db"
+chmod 0600 "$DEMO_DIR/secrets/orders-db"
 cat >"$DEMO_DIR/interlock.yaml" <<EOF
 daemon:
   user: interlock
@@ -117,8 +128,23 @@ capture:
   unregistered: deny
   dns: allow
 resources:
-  - { name: orders-db, protocol: postgres, address: "198.18.0.10:5432" }
-  - { name: orders-db-v6, protocol: postgres, address: "[2001:db8:18::10]:5432" }
+  - name: orders-db
+    protocol: postgres
+    address: "198.18.0.10:5432"
+    credentials: { user: $IL_PG_APP_USER, password_file: $DEMO_DIR/secrets/orders-db }
+rules:
+  - name: no-ddl-from-automation
+    resources: [orders-db]
+    block:
+      statements: [DROP, TRUNCATE, ALTER]
+      unbounded_writes: true
+      message: "schema changes go through the migration pipeline"
+  - name: customer-pii
+    resources: [orders-db]
+    mask:
+      columns: [customers.email, customers.card]
+      detectors: [credit_card, email]
+      with: partial
 EOF
 sed 's/^/    /' "$DEMO_DIR/interlock.yaml"
 show "$BIN_DIR/interlock" policy check "$DEMO_DIR/interlock.yaml"
@@ -146,12 +172,32 @@ show_cli rules show
 pause
 
 # --------------------------------------------------------------------------------------------------
-say "svc-ci runs its unchanged client, from a systemd-like unit ($UNIT)"
-note "nothing is configured on the client side: it connects to the real address"
+say "svc-ci runs its unchanged client, from a systemd-like unit ($UNIT), with no password at all"
+note "nothing is configured on the client side: it connects to the real address; interlockd logs in"
 il_cgroup_make "$SLICE" "$UNIT" >/dev/null
-printf '%s    $ psql -h 198.18.0.10 -d orders -U postgres -c "SELECT * FROM items"    (as svc-ci)%s\n' "$G" "$R"
-as_user svc-ci in-unit psql -X -h 198.18.0.10 -d orders -U postgres -c "SELECT * FROM items" 2>&1 |
-    sed 's/^/    /' || true
+printf '%s    $ PGPASSWORD= psql -h 198.18.0.10 -d orders -U svc_ci -c "SELECT * FROM customers"    (as svc-ci)%s\n' "$G" "$R"
+out=$(as_user svc-ci in-unit env PGPASSWORD= psql -X -h 198.18.0.10 -d orders -U svc_ci \
+    -c "SELECT id, name, email, card, note FROM customers ORDER BY id" 2>&1) || true
+printf '%s\n' "$out" | sed 's/^/    /'
+case $out in
+*ada@example.com* | *4111111111111111* | *"4012 8888 8888 1881"*)
+    echo "demo: an original value reached the client" >&2; exit 1 ;;
+*"a***@example.com"*) note "e-mails and cards are masked by source column, the card inside 'note' by its detector" ;;
+*) echo "demo: svc-ci's query did not return the masked rows; interlockd's log:" >&2
+   tail -n 40 "$DEMO_DIR/interlockd.log" | sed 's/^/    /' >&2; exit 1 ;;
+esac
+printf '%s    $ psql ... -c "SELECT email AS contact FROM customers WHERE id = 1"    (an alias changes nothing)%s\n' "$G" "$R"
+as_user svc-ci in-unit env PGPASSWORD= psql -X -At -h 198.18.0.10 -d orders -U svc_ci \
+    -c "SELECT email AS contact FROM customers WHERE id = 1" 2>&1 | sed 's/^/    /' || true
+pause
+
+say "svc-ci tries a DROP TABLE: blocked with a PostgreSQL error, never sent to the server"
+printf '%s    $ psql ... -c "DrOp/**/TABLE customers"%s\n' "$G" "$R"
+as_user svc-ci in-unit env PGPASSWORD= psql -X -h 198.18.0.10 -d orders -U svc_ci -v VERBOSITY=verbose \
+    -c "DrOp/**/TABLE customers" 2>&1 | sed 's/^/    /' || true
+left=$(runuser -u postgres -- psql -X -At -h "$DEMO_DIR/pg" -U postgres -d orders -c "SELECT count(*) FROM customers")
+note "customers still has $left rows"
+[ "$left" = 2 ] || { echo "demo: the table changed" >&2; exit 1; }
 recorded=0
 for _ in $(seq 1 20); do
     if cli audit list --user svc-ci --kind session.open --json 2>/dev/null | grep -q "$UNIT"; then recorded=1; break; fi
@@ -162,11 +208,13 @@ if [ $recorded = 0 ]; then
     tail -n 40 "$DEMO_DIR/interlockd.log" | sed 's/^/    /' >&2
     exit 1
 fi
+pause
 
-say "The evidence: who, from which unit, to where, how many bytes"
+say "The evidence: who (account, unit), where, each statement before it ran, its result, what was masked"
 show_cli audit list --user svc-ci
-note "the same as JSON, one canonical entry per line (for scripts and auditors):"
-cli audit list --user svc-ci --kind session.open --json --limit 1 2>&1 | sed 's/^/    /'
+note "one statement and its end as JSON (counts of masked values, never the values):"
+cli audit list --user svc-ci --kind statement --json --limit 1 2>&1 | sed 's/^/    /'
+cli audit list --user svc-ci --kind statement.end --json --limit 1 2>&1 | sed 's/^/    /'
 pause
 
 say "alice is not captured: she connects directly, and nothing is recorded"
@@ -180,8 +228,6 @@ note "entries for alice: $n"
 
 # --------------------------------------------------------------------------------------------------
 # Later issues extend the demo here:
-#   [masking]      svc-ci's SELECT of a card number comes back masked; the original never leaves the daemon
-#   [blocking]     svc-ci's DROP TABLE is blocked with a PostgreSQL error (SQLSTATE) and recorded
 #   [approval]     a DELETE waits for an approver (interlock approvals ...)
 #   [verification] an auditor exports the log and verifies it offline with the public key alone
 # --------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ PACKAGES=(
     nftables libnftnl-dev libmnl-dev libsqlite3-dev pkg-config
     postgresql postgresql-client pgbouncer haproxy
     python3 python3-pytest python3-psycopg2 python3-psycopg
-    curl iproute2 util-linux procps
+    curl iproute2 util-linux procps openssl
 )
 
 RESULTS=$(mktemp -d /tmp/interlock-test-results.XXXXXX)

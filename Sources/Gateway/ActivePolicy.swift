@@ -34,6 +34,10 @@ public struct ActivePolicy: Sendable {
     /// policy is compiled (start, reload), so a password file the daemon cannot read is a policy
     /// error, not a failed session; never logged (their descriptions hide the password).
     var postgresCredentials: [String: PostgresInjectedCredentials]
+    /// The appliance CA, loaded when a postgres resource offers TLS to its clients (`tls.client: offer`).
+    public var applianceCA: ApplianceCA?
+    /// Upstream TLS contexts of this policy; made anew per load, so a reload reads changed CA files.
+    public var upstreamTLS: UpstreamTLSContexts
 
     public var capturedUIDs: Set<UInt32> { Set(captured.map(\.uid)) }
 
@@ -117,10 +121,49 @@ public struct ActivePolicy: Sendable {
                         + "(create one: head -c 32 /dev/urandom > FILE)")
             }
         }
+        let (applianceCA, upstreamTLS) = try loadTLS(config)
         return ActivePolicy(
             config: config, resources: table, captured: captured, ruleset: ruleset, daemonUID: daemonUID,
             digest: digest, loadedAt: now, rules: rules, masker: Masker(hashKey: maskKey),
-            postgresCredentials: credentials)
+            postgresCredentials: credentials, applianceCA: applianceCA, upstreamTLS: upstreamTLS)
+    }
+
+    /// The CA (only when a resource offers TLS to clients: otherwise its files need not exist) and
+    /// every resource's upstream context, so a missing or bad file is a policy error at load, with
+    /// its line, not a failed session later.
+    private static func loadTLS(_ config: PolicyConfig) throws(ConfigError) -> (ApplianceCA?, UpstreamTLSContexts) {
+        let contexts = UpstreamTLSContexts()
+        var ca: ApplianceCA?
+        for resource in config.resources where resource.protocol == .postgres {
+            do {
+                _ = try contexts.settings(for: resource)
+            } catch {
+                throw ConfigError(
+                    location: resource.tls.caFile?.location ?? resource.location,
+                    key: "resources[\(resource.name)].tls", message: error.message)
+            }
+            if resource.tls.client == .offer && resource.credentials == nil && resource.tls.upstream != .disable {
+                // The client's SCRAM would be bound to our TLS, the server's to its own: a client that supports
+                // channel binding says so, and a server that supports it then refuses the login (downgrade guard).
+                throw ConfigError(
+                    location: resource.location, key: "resources[\(resource.name)].tls.client",
+                    message: "client: offer with the client's own password cannot work over TLS upstream "
+                        + "(SCRAM channel binding is per connection); give the resource credentials, "
+                        + "or set upstream: disable")
+            }
+            if resource.tls.client == .offer && ca == nil {
+                do {
+                    ca = try ApplianceCA(
+                        certificatePEMFile: config.tls.caCertificate.value, keyPEMFile: config.tls.caKey.value)
+                } catch {
+                    throw ConfigError(
+                        location: config.tls.caKey.location ?? resource.location, key: "tls",
+                        message: "resource '\(resource.name)' offers TLS to clients, but the appliance CA "
+                            + "cannot be used: \(error.message) (create it: interlock tls init)")
+                }
+            }
+        }
+        return (ca, contexts)
     }
 
     /// Column masks need the catalog (a result column names its table by OID), which the daemon reads

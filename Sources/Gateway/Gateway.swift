@@ -32,8 +32,10 @@ public final class Gateway: Sendable {
         self.group = group
         self.logger = logger
         self.cancels = CancelRegistry()
-        self.catalog = PostgresCatalog(logger: logger) { [runtime] address, eventLoop in
-            Self.upstreamBootstrap(settings: runtime.policy.config.daemon, on: eventLoop).connect(to: address)
+        self.catalog = PostgresCatalog(logger: logger) { [runtime] address, tls, eventLoop in
+            PostgresUpstreamConnector.connect(
+                to: address, on: eventLoop, socket: Self.upstreamSocketSettings(runtime.policy.config.daemon), tls: tls
+            ).map(\.channel)
         }
     }
 
@@ -51,6 +53,17 @@ public final class Gateway: Sendable {
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .connectTimeout(.nanoseconds(settings.connectTimeout.nanosecondsClamped))
+    }
+
+    /// The socket options of PostgreSQL upstream connections (`PostgresUpstreamConnector`).
+    var upstreamSocketSettings: PostgresUpstreamConnector.SocketSettings {
+        Self.upstreamSocketSettings(runtime.policy.config.daemon)
+    }
+
+    static func upstreamSocketSettings(_ settings: DaemonSettings) -> PostgresUpstreamConnector.SocketSettings {
+        PostgresUpstreamConnector.SocketSettings(
+            mark: Int32(bitPattern: settings.upstreamMark),
+            connectTimeout: .nanoseconds(settings.connectTimeout.nanosecondsClamped))
     }
 
     /// An upstream connection with no handlers yet (the caller adds its own once it is connected).

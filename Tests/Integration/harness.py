@@ -62,6 +62,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_PASSWORD = os.environ.setdefault("IL_PG_PASSWORD", "orders-postgres-pw")
 APP_USER = "orders_app"
 APP_PASSWORD = os.environ.setdefault("IL_PG_APP_PASSWORD", "app-" + secrets.token_hex(12))
+# The world's PostgreSQL speaks TLS (certificate of a "remote site" CA at <workdir>/pg/tls/ca.crt).
+os.environ["IL_PG_SSL"] = "1"
 
 
 def require(condition: bool, why: str) -> None:

@@ -47,12 +47,13 @@ def test_audit_list_filters(world, daemon):
     import time
     time.sleep(1)
     only = parse_lines(daemon.cli("audit", "list", "--json", "--user", "svc-bot").stdout)
-    assert only and all(e.get("identity", {}).get("user") == "svc-bot" for e in only if "identity" in e), only
-    assert all(e["kind"].split(".")[0] in ("session", "statement", "postgres") for e in only), only
+    assert only and all(e["user"] == "svc-bot" for e in only), only
+    assert all(e.get("identity", {}).get("user") == "svc-bot" for e in only if "identity" in e), only
+    assert {e["kind"].split(".")[0] for e in only} == {"session", "statement", "postgres"}, only
     opens = parse_lines(daemon.cli("audit", "list", "--json", "--kind", "session.open").stdout)
     assert opens and all(e["kind"] == "session.open" for e in opens)
     res = parse_lines(daemon.cli("audit", "list", "--json", "--resource", "orders-db").stdout)
-    assert res and all(e["kind"].startswith("session.") for e in res), res
+    assert res and all(e["resource"] == "orders-db" for e in res), res
     last = parse_lines(daemon.cli("audit", "list", "--json", "--limit", "1").stdout)
     assert len(last) == 1
     future = parse_lines(daemon.cli("audit", "list", "--json", "--since", "2999-01-01T00:00:00Z").stdout)

@@ -148,6 +148,14 @@ log_line_prefix = '%m [%p] %r '
 fsync = off
 max_connections = 200
 EOF
+    if [ "${IL_PG_SSL:-0}" = 1 ]; then
+        il_pg_tls "$dir" || return 1
+        cat >>"$data/postgresql.conf" <<EOF
+ssl = on
+ssl_cert_file = '$dir/tls/server.crt'
+ssl_key_file = '$dir/tls/server.key'
+EOF
+    fi
     # md5 uses SCRAM for roles whose password is stored as SCRAM (all but legacy_md5).
     cat >"$data/pg_hba.conf" <<EOF
 local all all                trust
@@ -178,6 +186,25 @@ RESET password_encryption;
 CREATE ROLE legacy_clear LOGIN PASSWORD 'legacy-clear-pw';
 GRANT SELECT ON items TO legacy_md5, legacy_clear;
 EOF
+}
+
+# il_pg_tls DIR: a CA of the "remote site" (DIR/tls/ca.crt) and a server certificate for the remote
+# addresses, so the upstream leg can be tested with TLS (require, verify-full). Not the appliance CA.
+il_pg_tls() {
+    local t=$1/tls
+    mkdir -p "$t"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=remote site CA" \
+        -keyout "$t/ca.key" -out "$t/ca.crt" -addext basicConstraints=critical,CA:true \
+        -addext keyUsage=critical,keyCertSign >/dev/null 2>&1 || return 1
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$IL_REMOTE4" \
+        -keyout "$t/server.key" -out "$t/server.csr" >/dev/null 2>&1 || return 1
+    printf 'subjectAltName=IP:%s,IP:%s\nextendedKeyUsage=serverAuth\n' "$IL_REMOTE4" "$IL_REMOTE6" >"$t/ext.cnf"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.crt" -CAkey "$t/ca.key" -CAcreateserial -days 2 \
+        -extfile "$t/ext.cnf" -out "$t/server.crt" >/dev/null 2>&1 || return 1
+    chown postgres:postgres "$t/server.key" "$t/server.crt"
+    chmod 0600 "$t/server.key"
+    chmod 0644 "$t/ca.crt" "$t/server.crt"
+    chmod 0755 "$t"
 }
 
 # il_pg_stop DIR

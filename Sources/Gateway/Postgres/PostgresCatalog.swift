@@ -38,20 +38,21 @@ final class PostgresCatalog: Sendable {
 
     private let state = Mutex(State())
     let logger: Logger
-    let connect: @Sendable (SocketAddress, any EventLoop) -> EventLoopFuture<any Channel>
+    let connect: @Sendable (SocketAddress, UpstreamTLS, any EventLoop) -> EventLoopFuture<any Channel>
 
-    init(logger: Logger, connect: @escaping @Sendable (SocketAddress, any EventLoop) -> EventLoopFuture<any Channel>) {
+    init(
+        logger: Logger,
+        connect: @escaping @Sendable (SocketAddress, UpstreamTLS, any EventLoop) -> EventLoopFuture<any Channel>
+    ) {
         self.logger = logger
         self.connect = connect
     }
 
     /// The view one session hands its state machine.
     func view(
-        resource: String, upstream: SocketAddress, credentials: PostgresInjectedCredentials
-    )
-        -> PostgresCatalogView
-    {
-        PostgresCatalogView(catalog: self, resource: resource, upstream: upstream, credentials: credentials)
+        resource: String, upstream: SocketAddress, tls: UpstreamTLS, credentials: PostgresInjectedCredentials
+    ) -> PostgresCatalogView {
+        PostgresCatalogView(catalog: self, resource: resource, upstream: upstream, tls: tls, credentials: credentials)
     }
 
     func cached(_ column: PostgresColumnID, key: Key) -> PostgresColumnResolution? {
@@ -72,7 +73,8 @@ final class PostgresCatalog: Sendable {
 
     /// Looks `columns` up (cache first), answering on `eventLoop`.
     func resolve(
-        _ columns: [PostgresColumnID], key: Key, credentials: PostgresInjectedCredentials, on eventLoop: any EventLoop
+        _ columns: [PostgresColumnID], key: Key, tls: UpstreamTLS, credentials: PostgresInjectedCredentials,
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<[PostgresColumnID: PostgresColumnResolution]> {
         var answers: [PostgresColumnID: PostgresColumnResolution] = [:]
         var missing: [PostgresColumnID] = []
@@ -86,7 +88,7 @@ final class PostgresCatalog: Sendable {
             }
         }
         guard !missing.isEmpty else { return eventLoop.makeSucceededFuture(answers) }
-        let connection = connection(for: key, credentials: credentials, eventLoop: eventLoop)
+        let connection = connection(for: key, tls: tls, credentials: credentials, eventLoop: eventLoop)
         let known = answers
         let asked = missing
         return connection.lookup(asked).hop(to: eventLoop).map { found in
@@ -119,9 +121,11 @@ final class PostgresCatalog: Sendable {
     /// Describes `query` (the columns of a `COPY ... TO STDOUT`) on the side connection, answering on
     /// `eventLoop`; nil when it cannot be described (the session then masks every field).
     func describe(
-        _ query: String, key: Key, credentials: PostgresInjectedCredentials, on eventLoop: any EventLoop
+        _ query: String, key: Key, tls: UpstreamTLS, credentials: PostgresInjectedCredentials,
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<[PostgresBackendMessage.Field]?> {
-        connection(for: key, credentials: credentials, eventLoop: eventLoop).describe(query).hop(to: eventLoop)
+        connection(for: key, tls: tls, credentials: credentials, eventLoop: eventLoop).describe(query)
+            .hop(to: eventLoop)
             .map { Optional($0) }
             .flatMapErrorThrowing { error in
                 self.logger.info(
@@ -132,12 +136,12 @@ final class PostgresCatalog: Sendable {
     }
 
     private func connection(
-        for key: Key, credentials: PostgresInjectedCredentials, eventLoop: any EventLoop
+        for key: Key, tls: UpstreamTLS, credentials: PostgresInjectedCredentials, eventLoop: any EventLoop
     ) -> PostgresCatalogConnection {
         state.withLock { state in
             if let existing = state.connections[key], !existing.isFailed { return existing }
             let made = PostgresCatalogConnection(
-                key: key, credentials: credentials, eventLoop: eventLoop, catalog: self)
+                key: key, tls: tls, credentials: credentials, eventLoop: eventLoop, catalog: self)
             state.connections[key] = made
             return made
         }
@@ -157,15 +161,19 @@ final class PostgresCatalogView: PostgresColumnResolver {
     let catalog: PostgresCatalog
     let resource: String
     let upstream: SocketAddress
+    let tls: UpstreamTLS
     let credentials: PostgresInjectedCredentials
     /// The session's database, known once the server accepted the login.
     private let database = Mutex<String?>(nil)
 
-    init(catalog: PostgresCatalog, resource: String, upstream: SocketAddress, credentials: PostgresInjectedCredentials)
-    {
+    init(
+        catalog: PostgresCatalog, resource: String, upstream: SocketAddress, tls: UpstreamTLS,
+        credentials: PostgresInjectedCredentials
+    ) {
         self.catalog = catalog
         self.resource = resource
         self.upstream = upstream
+        self.tls = tls
         self.credentials = credentials
     }
 
@@ -188,12 +196,12 @@ final class PostgresCatalogView: PostgresColumnResolver {
         -> EventLoopFuture<[PostgresColumnID: PostgresColumnResolution]>
     {
         guard let key else { return eventLoop.makeSucceededFuture([:]) }
-        return catalog.resolve(columns, key: key, credentials: credentials, on: eventLoop)
+        return catalog.resolve(columns, key: key, tls: tls, credentials: credentials, on: eventLoop)
     }
 
     func describe(_ query: String, on eventLoop: any EventLoop) -> EventLoopFuture<[PostgresBackendMessage.Field]?> {
         guard let key else { return eventLoop.makeSucceededFuture(nil) }
-        return catalog.describe(query, key: key, credentials: credentials, on: eventLoop)
+        return catalog.describe(query, key: key, tls: tls, credentials: credentials, on: eventLoop)
     }
 
     func invalidate() {
@@ -225,6 +233,7 @@ final class PostgresCatalogConnection: @unchecked Sendable {
     let key: PostgresCatalog.Key
     let eventLoop: any EventLoop
     private let credentials: PostgresInjectedCredentials
+    private let tls: UpstreamTLS
     private unowned let catalog: PostgresCatalog
 
     private enum Phase {
@@ -247,10 +256,11 @@ final class PostgresCatalogConnection: @unchecked Sendable {
     var isFailed: Bool { failedFlag.load(ordering: .relaxed) }
 
     init(
-        key: PostgresCatalog.Key, credentials: PostgresInjectedCredentials, eventLoop: any EventLoop,
+        key: PostgresCatalog.Key, tls: UpstreamTLS, credentials: PostgresInjectedCredentials, eventLoop: any EventLoop,
         catalog: PostgresCatalog
     ) {
         self.key = key
+        self.tls = tls
         self.credentials = credentials
         self.eventLoop = eventLoop
         self.catalog = catalog
@@ -321,7 +331,7 @@ final class PostgresCatalogConnection: @unchecked Sendable {
     }
 
     private func openConnection() {
-        catalog.connect(key.upstream, eventLoop).whenComplete { result in
+        catalog.connect(key.upstream, tls, eventLoop).whenComplete { result in
             switch result {
             case .failure(let error):
                 self.fail(error)

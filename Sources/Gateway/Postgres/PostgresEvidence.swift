@@ -105,16 +105,15 @@ enum PostgresEvidence {
     }
 
     static func login(
-        _ info: PostgresSessionInfo, session: String, injected: Bool, clientTLS: Bool
-    )
-        -> [String: AuditValue]
-    {
+        _ info: PostgresSessionInfo, session: String, injected: Bool, clientTLS: Bool, upstreamTLS: Bool
+    ) -> [String: AuditValue] {
         var fields: [String: AuditValue] = [
             "session": .string(session),
             "database": info.database.map { .string($0) } ?? .null,
             "upstream_user": info.upstreamUser.map { .string($0) } ?? .null,
             "credentials": injected ? "injected" : "client",
             "client_tls": .bool(clientTLS),
+            "upstream_tls": .bool(upstreamTLS),
         ]
         if let version = info.parameters["server_version"] { fields["server_version"] = .string(version) }
         if let key = info.backendKey { fields["backend_pid"] = .int(Int64(key.processID)) }

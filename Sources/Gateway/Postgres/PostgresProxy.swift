@@ -2,6 +2,8 @@ import Audit
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import Policy
 import PostgresWire
 
@@ -27,6 +29,12 @@ final class PostgresProxy {
     private let limits: PostgresMessageLimits
     private let injected: Bool
     private let catalog: PostgresCatalogView?
+    /// Signs the certificate this session shows its client, when the resource offers TLS.
+    private let applianceCA: ApplianceCA?
+    /// How the upstream leg does TLS (or why it cannot: a policy error caught at load, kept for safety).
+    private let upstreamTLS: Result<UpstreamTLS, GatewayTLSError>
+    private var clientTLS = false
+    private var upstreamTLSNegotiated = false
     private var machine: Machine
     private var actions: [Machine.Action] = []
     private var spareActions: [Machine.Action] = []
@@ -69,15 +77,22 @@ final class PostgresProxy {
         let credentials = policy.postgresCredentials[resource.name]
         self.injected = credentials != nil
         let upstream = try? session.destination.socketAddress
+        let upstreamTLS = Result { () throws(GatewayTLSError) in try policy.upstreamTLS.settings(for: resource) }
+        self.upstreamTLS = upstreamTLS
         let catalog = credentials.flatMap { c in
-            upstream.map { gateway.catalog.view(resource: resource.name, upstream: $0, credentials: c) }
+            upstream.map {
+                gateway.catalog.view(
+                    resource: resource.name, upstream: $0, tls: (try? upstreamTLS.get()) ?? .disabled, credentials: c)
+            }
         }
+        let offersTLS = resource.tls.client == .offer && policy.applianceCA != nil
+        self.applianceCA = offersTLS ? policy.applianceCA : nil
         self.catalog = catalog
         let configuration = PostgresSessionConfiguration(
             rules: policy.rules.rules(for: session.identity, resource: resource.name),
             masker: policy.masker,
             credentials: credentials,
-            clientTLS: .disable,
+            clientTLS: offersTLS ? .offer : .disable,
             statementText: policy.config.audit.statementText == .redacted ? .redactLiterals : .full,
             columnResolver: catalog ?? InMemoryColumnResolver())
         self.machine = Machine(configuration: configuration)
@@ -244,8 +259,7 @@ final class PostgresProxy {
         case .sendToServer(let bytes):
             sendToServer(bytes)
         case .startClientTLS:
-            // Offering TLS is not configured on this path yet: the machine only asks with clientTLS .offer.
-            closeBoth()
+            startClientTLS()
         case .connectUpstream(let startup):
             connectUpstream(startup: startup)
         case .cancelRequested(let key):
@@ -305,6 +319,35 @@ final class PostgresProxy {
         resumeReads()
     }
 
+    // MARK: client TLS
+
+    /// `S` was written: the next bytes are the client's TLS handshake. The TLS handler goes first in the
+    /// client pipeline; the decoder behind it sees the decrypted startup packet.
+    private func startClientTLS() {
+        guard let client, let ca = applianceCA else {
+            closeBoth()
+            return
+        }
+        // The `S` must leave in plain text before the TLS handler exists (it would hold the flush back).
+        clientNeedsFlush = false
+        client.flush()
+        do {
+            let context = try ca.serverContext(target: resource.target, destination: session.destination.address)
+            try client.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context), position: .first)
+        } catch {
+            session.logger.error("cannot offer TLS to the client", metadata: ["error": "\(error)"])
+            session.noteReason(.error)
+            session.detail = "client TLS: \(error)"
+            closeBoth()
+        }
+    }
+
+    fileprivate func clientTLSEstablished() {
+        clientTLS = true
+        machine.clientTLSEstablished(into: &actions)
+        run()
+    }
+
     // MARK: evidence
 
     private func record(_ evidence: StatementEvidence) {
@@ -361,7 +404,9 @@ final class PostgresProxy {
         session.logger.debug("postgres session established", metadata: ["database": "\(info.database ?? "")"])
         gateway.runtime.audit.append(
             kind: "postgres.login", subject: subject,
-            fields: PostgresEvidence.login(info, session: session.id, injected: injected, clientTLS: false),
+            fields: PostgresEvidence.login(
+                info, session: session.id, injected: injected, clientTLS: clientTLS,
+                upstreamTLS: upstreamTLSNegotiated),
             deferred: true
         ) { [logger = session.logger] result in
             if case .failure(let error) = result {
@@ -466,13 +511,23 @@ final class PostgresProxy {
             upstreamFailed(error)
             return
         }
+        let tls: UpstreamTLS
+        do {
+            tls = try upstreamTLS.get()
+        } catch {
+            upstreamFailed(error)
+            return
+        }
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        gateway.connectUpstream(to: target, on: eventLoop).whenComplete { result in
+        PostgresUpstreamConnector.connect(
+            to: target, on: eventLoop, socket: gateway.upstreamSocketSettings, tls: tls
+        ).whenComplete { result in
             let this = bound.value
             switch result {
             case .failure(let error):
                 this.upstreamFailed(error)
-            case .success(let channel):
+            case .success(let connection):
+                let channel = connection.channel
                 guard this.clientOpen, !this.closing else {
                     channel.close(promise: nil)
                     return
@@ -484,6 +539,7 @@ final class PostgresProxy {
                     this.upstreamFailed(error)
                     return
                 }
+                this.upstreamTLSNegotiated = connection.negotiatedTLS
                 this.serverOpen = true
                 guard case .connecting(let queued) = this.upstream else { return }
                 this.upstream = .connected
@@ -621,6 +677,8 @@ final class PostgresClientSide: ChannelDuplexHandler {
         if let e = event as? ChannelEvent, e == .inputClosed {
             // A PostgreSQL client that stops sending is gone (Terminate or not): end the session.
             context.close(promise: nil)
+        } else if let e = event as? TLSUserEvent, case .handshakeCompleted = e {
+            proxy?.clientTLSEstablished()
         } else if event is GatewayShutdownEvent {
             proxy?.shutdown()
         } else {
