@@ -220,51 +220,76 @@ public final class AuditLog: Sendable {
     /// committed entries.
     public func query(_ q: AuditQuery) throws(AuditError) -> [AuditRecord] {
         guard q.limit > 0 else { return [] }
-        var conditions: [String] = []
-        var arguments: [(any DatabaseValueConvertible)?] = []
-        if let since = q.since {
-            conditions.append("time_us >= ?")
-            arguments.append(AuditTime.micros(since))
-        }
-        if let until = q.until {
-            conditions.append("time_us < ?")
-            arguments.append(AuditTime.micros(until))
-        }
-        if let user = q.user {
-            conditions.append("user = ?")
-            arguments.append(user)
-        }
-        if let resource = q.resource {
-            conditions.append("resource = ?")
-            arguments.append(resource)
-        }
-        if let kind = q.kind {
-            if kind.hasSuffix(".") {
-                // Byte range [prefix, prefix with "." replaced by "/"): uses the kind index.
-                conditions.append("kind >= ? AND kind < ?")
-                arguments.append(kind)
-                arguments.append(String(kind.dropLast()) + "/")
-            } else {
-                conditions.append("kind = ?")
-                arguments.append(kind)
+        if let after = q.afterIndex, after >= UInt64(Int64.max) { return [] }
+        let newestFirst = try read("querying the audit log") { db -> [AuditRecord] in
+            // Time bounds become index bounds (time never decreases with the index).
+            var lower = Int64(q.afterIndex ?? 0) + 1
+            var upper = Int64.max
+            if let since = q.since {
+                lower = max(lower, try Self.firstIndex(db, atOrAfter: AuditTime.micros(since)))
             }
-        }
-        if let after = q.afterIndex {
-            guard after < UInt64(Int64.max) else { return [] }
-            conditions.append("idx > ?")
-            arguments.append(Int64(after))
-        }
-        var sql = "SELECT idx, time_us, kind, body FROM entries"
-        if !conditions.isEmpty {
-            sql += " WHERE " + conditions.joined(separator: " AND ")
-        }
-        sql += " ORDER BY idx DESC LIMIT ?"
-        arguments.append(q.limit)
-        let statementArguments = StatementArguments(arguments)
-        let newestFirst = try read("querying the audit log") { db in
-            try Row.fetchAll(db, sql: sql, arguments: statementArguments).map(Self.record(from:))
+            if let until = q.until {
+                upper = try Self.firstIndex(db, atOrAfter: AuditTime.micros(until))
+            }
+            guard lower < upper else { return [] }
+            var conditions = ["idx >= ?", "idx < ?"]
+            var arguments: [(any DatabaseValueConvertible)?] = [lower, upper]
+            if let user = q.user {
+                conditions.append("user = ?")
+                arguments.append(user)
+            }
+            if let resource = q.resource {
+                conditions.append("resource = ?")
+                arguments.append(resource)
+            }
+            var statementKinds = true
+            var otherKinds = true
+            if let kind = q.kind {
+                if kind.hasSuffix(".") {
+                    conditions.append("kind >= ? AND kind < ?")
+                    arguments.append(kind)
+                    arguments.append(String(kind.dropLast()) + "/")
+                    statementKinds = AuditSchema.unindexedKinds.contains { $0.hasPrefix(kind) }
+                    otherKinds = kind != "statement."
+                } else {
+                    conditions.append("kind = ?")
+                    arguments.append(kind)
+                    statementKinds = AuditSchema.unindexedKinds.contains(kind)
+                    otherKinds = !statementKinds
+                }
+            }
+            let filtered = q.user != nil || q.resource != nil || q.kind != nil
+            func fetch(_ extra: String?) throws -> [AuditRecord] {
+                let clause = (conditions + (extra.map { [$0] } ?? [])).joined(separator: " AND ")
+                return try Row.fetchAll(
+                    db, sql: "SELECT idx, time_us, kind, body FROM entries WHERE \(clause) ORDER BY idx DESC LIMIT ?",
+                    arguments: StatementArguments(arguments + [q.limit])
+                ).map(Self.record(from:))
+            }
+            guard filtered else { return try fetch(nil) }
+            // Rare kinds through the partial indexes; statement entries by a scan from the newest end.
+            var found: [AuditRecord] = []
+            if otherKinds { found += try fetch(AuditSchema.indexedRows) }
+            if statementKinds { found += try fetch("NOT (\(AuditSchema.indexedRows))") }
+            found.sort { $0.index > $1.index }
+            return Array(found.prefix(q.limit))
         }
         return newestFirst.reversed()
+    }
+
+    /// The smallest index whose time is at or after `micros` (one past the last index when none is):
+    /// a binary search over the primary key.
+    static func firstIndex(_ db: Database, atOrAfter micros: Int64) throws -> Int64 {
+        let last = try Int64.fetchOne(db, sql: "SELECT coalesce(max(idx), 0) FROM entries") ?? 0
+        var low: Int64 = 1
+        var high = last + 1
+        let probe = try db.cachedStatement(sql: "SELECT time_us FROM entries WHERE idx = ?")
+        while low < high {
+            let mid = low + (high - low) / 2
+            let time = try Int64.fetchOne(probe, arguments: [mid]) ?? Int64.max
+            if time >= micros { high = mid } else { low = mid + 1 }
+        }
+        return low
     }
 
     /// Up to `count` entries starting at `index`, in ascending order: for walking the whole log (the

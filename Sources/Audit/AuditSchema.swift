@@ -6,8 +6,26 @@ import GRDB
 /// index minus one); `time_us`, `kind`, `user`, `resource` and `session` are copies of members of
 /// `body` kept in columns only so queries can use indexes. `body` is the canonical JSON entry and
 /// the only thing that is hashed. Triggers make the table append-only and gap-free, whoever writes.
+///
+/// Statement entries (`statement`, `statement.end`) are most of a busy log, written at every
+/// statement a client runs, and each index is one more page written per commit. So the secondary
+/// indexes leave them out (``indexedRows``) and cover the rare kinds only; a query for statement
+/// entries scans the primary key from the newest end, bounded by the index range its time bounds
+/// give (time never decreases with the index, so ``AuditLog`` finds that range by binary search and
+/// needs no time index).
 enum AuditSchema {
-    static let version = 1
+    static let version = 2
+    /// The `WHERE` of the partial indexes, repeated verbatim by queries that use them (SQLite uses a
+    /// partial index only when the query's `WHERE` contains that term).
+    static let indexedRows = "kind NOT IN ('statement', 'statement.end')"
+    /// The kinds the secondary indexes leave out.
+    static let unindexedKinds: Set<String> = ["statement", "statement.end"]
+    static let indexStatements = [
+        "CREATE INDEX entries_by_kind ON entries (kind, idx) WHERE \(indexedRows)",
+        "CREATE INDEX entries_by_user ON entries (user, idx) WHERE \(indexedRows) AND user IS NOT NULL",
+        "CREATE INDEX entries_by_resource ON entries (resource, idx) WHERE \(indexedRows) AND resource IS NOT NULL",
+        "CREATE INDEX entries_by_session ON entries (session, idx) WHERE \(indexedRows) AND session IS NOT NULL",
+    ]
     /// "ILK1" in `PRAGMA application_id`, so `file(1)`-like tools and people can tell what this is.
     static let applicationID: Int32 = 0x494C_4B31
 
@@ -29,11 +47,6 @@ enum AuditSchema {
             body BLOB NOT NULL
         )
         """,
-        "CREATE INDEX entries_by_time ON entries (time_us)",
-        "CREATE INDEX entries_by_kind ON entries (kind, idx)",
-        "CREATE INDEX entries_by_user ON entries (user, idx) WHERE user IS NOT NULL",
-        "CREATE INDEX entries_by_resource ON entries (resource, idx) WHERE resource IS NOT NULL",
-        "CREATE INDEX entries_by_session ON entries (session, idx) WHERE session IS NOT NULL",
         """
         CREATE TRIGGER entries_append_only_update BEFORE UPDATE ON entries
         BEGIN
@@ -68,7 +81,7 @@ enum AuditSchema {
                 )
             }
             try db.execute(sql: "PRAGMA application_id = \(applicationID)")
-            for sql in createStatements {
+            for sql in createStatements + indexStatements {
                 try db.execute(sql: sql)
             }
             try db.execute(
@@ -86,6 +99,17 @@ enum AuditSchema {
                 "\(path) has an incomplete audit schema (missing table or schema_version); "
                     + "keep the file for investigation"
             )
+        }
+        if found == 1 {
+            // Version 1 indexed every row and time: same entries, other indexes.
+            for name in ["time", "kind", "user", "resource", "session"] {
+                try db.execute(sql: "DROP INDEX IF EXISTS entries_by_\(name)")
+            }
+            for sql in indexStatements {
+                try db.execute(sql: sql)
+            }
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'schema_version'", arguments: ["\(version)"])
+            return
         }
         guard found == version else {
             throw AuditError(

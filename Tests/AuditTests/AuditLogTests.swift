@@ -262,6 +262,36 @@ import Testing
         #expect(try log.entries(from: 6, count: 10).map(\.index) == [6, 7])
     }
 
+    /// Statement entries are left out of the secondary indexes (they are most of a busy log); every
+    /// filter must still find them, merged in index order with the indexed kinds.
+    @Test func statementEntriesAreFoundByEveryFilterWithoutTheirOwnIndexes() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let clock = ManualClock(t0)
+        let log = try openLog(dir.file(), clock: clock.source)
+        defer { log.close() }
+        let alice = AuditSubject(user: "alice", resource: "orders-db", session: "s1")
+        let bob = AuditSubject(user: "bob", resource: "orders-db", session: "s2")
+        let script: [(String, AuditSubject)] = [
+            ("session.open", alice), ("statement", alice), ("session.open", bob), ("statement.end", alice),
+            ("statement", bob), ("session.close", alice), ("statement", alice), ("statement.end", bob),
+        ]
+        for (n, (kind, subject)) in script.enumerated() {
+            clock.now = t0.addingTimeInterval(Double(n))
+            _ = try await log.append(kind: kind, subject: subject, fields: [:])
+        }
+        func indexes(_ q: AuditQuery) throws -> [UInt64] { try log.query(q).map(\.index) }
+        #expect(try indexes(AuditQuery(user: "alice")) == [1, 2, 4, 6, 7])
+        #expect(try indexes(AuditQuery(user: "alice", limit: 3)) == [4, 6, 7])
+        #expect(try indexes(AuditQuery(resource: "orders-db", limit: 4)) == [5, 6, 7, 8])
+        #expect(try indexes(AuditQuery(kind: "statement")) == [2, 5, 7])
+        #expect(try indexes(AuditQuery(kind: "statement.")) == [4, 8])
+        #expect(try indexes(AuditQuery(kind: "session.")) == [1, 3, 6])
+        #expect(try indexes(AuditQuery(since: t0.addingTimeInterval(3), user: "bob")) == [5, 8])
+        #expect(try indexes(AuditQuery(until: t0.addingTimeInterval(3), kind: "statement")) == [2])
+    }
+
     @Test func oversizedEntriesAreRejectedAndNothingIsWritten() async throws {
         let dir = TemporaryDirectory()
         defer { dir.cleanup() }
