@@ -182,6 +182,13 @@ public final class AuditLog: Sendable {
             completion(.failure(error))
             return
         }
+        enqueue(kind: kind, template: template, deferred: deferred, completion: completion)
+    }
+
+    func enqueue(
+        kind: String, template: EntryTemplate, deferred: Bool,
+        completion: @escaping @Sendable (Result<AuditRecord, AuditError>) -> Void
+    ) {
         if template.sizeWithoutIndex + 1 > Self.maximumEntrySize {
             completion(.failure(Self.tooLarge(kind: kind, size: template.sizeWithoutIndex + 1)))
             return

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The one byte form of an ``AuditValue`` that the evidence log stores and hashes.
 ///
 /// Two parties that hold the same value must produce the same bytes, or the Merkle tree over the
@@ -74,7 +78,23 @@ public enum CanonicalJSON {
     }
 
     static func sortedKeys<S: Sequence<String>>(_ keys: S) -> [String] {
-        keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        keys.sorted(by: precedes)
+    }
+
+    /// Byte order of the UTF-8 of `a` and `b` (the canonical member order), without decoding.
+    static func precedes(_ a: String, _ b: String) -> Bool {
+        var a = a
+        var b = b
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                let common = min(x.count, y.count)
+                if common > 0, let px = x.baseAddress, let py = y.baseAddress {
+                    let order = memcmp(px, py, common)
+                    if order != 0 { return order < 0 }
+                }
+                return x.count < y.count
+            }
+        }
     }
 
     static func writeInteger<T: BinaryInteger>(_ value: T, into out: inout [UInt8]) {
@@ -106,6 +126,18 @@ public enum CanonicalJSON {
 
     static func writeString(_ string: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        var string = string
+        let plain = string.withUTF8 { bytes in
+            // Most strings need no escape: copy them in one piece.
+            guard !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") })
+            else { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        if plain {
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in string.utf8 {
             switch byte {
             case UInt8(ascii: "\""):

@@ -5,36 +5,32 @@
 /// Keys sort as `index` < `kind` < `time` < `v` by bytes, so the index hole always precedes the time
 /// hole, whatever the caller's field names are.
 struct EntryTemplate: Sendable {
-    /// Everything up to and including `"index":`.
-    var head: [UInt8]
-    /// Everything after the index value up to and including `"time":`.
-    var middle: [UInt8]
-    /// Everything after the time value.
-    var tail: [UInt8]
+    /// The entry without its index and time values (one buffer: it is made once per append).
+    var bytes: [UInt8]
+    /// Where the index value goes: just after `"index":`.
+    var indexOffset: Int
+    /// Where the time value goes: just after `"time":`.
+    var timeOffset: Int
     /// The indexed columns, as found in the body.
     var subject: AuditSubject
 
     static let formatVersion: Int64 = 1
-    static let reservedKeys: Set<String> = ["index", "kind", "time", "v"]
-    static var subjectKeys: [(String, WritableKeyPath<AuditSubject, String?>)] {
-        [("user", \.user), ("resource", \.resource), ("session", \.session)]
-    }
 
     /// Size of the entry without the digits of its index.
-    var sizeWithoutIndex: Int { head.count + middle.count + tail.count + AuditTime.formattedLength + 2 }
+    var sizeWithoutIndex: Int { bytes.count + AuditTime.formattedLength + 2 }
 
     func size(index: UInt64) -> Int { sizeWithoutIndex + Self.decimalDigits(index) }
 
     func render(index: UInt64, micros: Int64) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(size(index: index))
-        out.append(contentsOf: head)
+        out.append(contentsOf: bytes[..<indexOffset])
         CanonicalJSON.writeInteger(index, into: &out)
-        out.append(contentsOf: middle)
+        out.append(contentsOf: bytes[indexOffset..<timeOffset])
         out.append(UInt8(ascii: "\""))
         AuditTime.append(micros: micros, to: &out)
         out.append(UInt8(ascii: "\""))
-        out.append(contentsOf: tail)
+        out.append(contentsOf: bytes[timeOffset...])
         return out
     }
 
@@ -60,68 +56,83 @@ struct EntryTemplate: Sendable {
         fields: [String: AuditValue]
     ) throws(AuditError) -> EntryTemplate {
         try validate(kind: kind)
-        var members = fields
-        for key in fields.keys where reservedKeys.contains(key) {
-            throw AuditError(
-                .invalidEntry,
-                "\(kind): field \"\(key)\" is reserved (index, kind, time and v are set by the audit log)"
-            )
-        }
+        // Members as (key, value) pairs; `index` and `time` are holes (nil), filled by the writer.
+        var members: [(key: String, value: AuditValue?)] = []
+        members.reserveCapacity(fields.count + 7)
         var resolved = subject
-        for (key, path) in subjectKeys {
-            switch (fields[key], subject[keyPath: path]) {
-            case (nil, nil), (.null?, nil):
-                break
-            case (nil, let value?):
-                members[key] = .string(value)
-            case (.string(let value)?, nil):
-                resolved[keyPath: path] = value
-            case (let field?, let value):
-                guard let value, field == .string(value) else {
-                    throw AuditError(
-                        .invalidEntry,
-                        "\(kind): top-level \"\(key)\" is \(field) but the subject's \(key) is "
-                            + (value.map { "\"\($0)\"" } ?? "unset")
-                            + "; it fills the indexed column, so it must be a string equal to the subject's "
-                            + "(or null when unset)"
-                    )
-                }
+        for (key, value) in fields {
+            switch key {
+            case "index", "kind", "time", "v":
+                throw AuditError(
+                    .invalidEntry,
+                    "\(kind): field \"\(key)\" is reserved (index, kind, time and v are set by the audit log)"
+                )
+            case "user": resolved.user = try subjectMember(kind, key, value, subject.user)
+            case "resource": resolved.resource = try subjectMember(kind, key, value, subject.resource)
+            case "session": resolved.session = try subjectMember(kind, key, value, subject.session)
+            default: break
             }
+            members.append((key, value))
         }
-        var template = EntryTemplate(head: [], middle: [], tail: [], subject: resolved)
-        members["kind"] = .string(kind)
-        members["v"] = .int(formatVersion)
-
-        var keys = Array(members.keys)
-        keys.append("index")
-        keys.append("time")
-        keys = CanonicalJSON.sortedKeys(keys)
+        if fields["user"] == nil, let user = subject.user { members.append(("user", .string(user))) }
+        if fields["resource"] == nil, let resource = subject.resource {
+            members.append(("resource", .string(resource)))
+        }
+        if fields["session"] == nil, let session = subject.session { members.append(("session", .string(session))) }
+        members.append(("kind", .string(kind)))
+        members.append(("v", .int(formatVersion)))
+        members.append(("index", nil))
+        members.append(("time", nil))
+        members.sort { CanonicalJSON.precedes($0.key, $1.key) }
 
         var out: [UInt8] = [UInt8(ascii: "{")]
         out.reserveCapacity(512)
-        for (n, key) in keys.enumerated() {
+        var indexOffset = 0
+        var timeOffset = 0
+        for (n, member) in members.enumerated() {
             if n > 0 { out.append(UInt8(ascii: ",")) }
-            CanonicalJSON.writeString(key, into: &out)
+            CanonicalJSON.writeString(member.key, into: &out)
             out.append(UInt8(ascii: ":"))
-            switch key {
-            case "index":
-                template.head = out
-                out.removeAll(keepingCapacity: true)
-            case "time":
-                template.middle = out
-                out.removeAll(keepingCapacity: true)
-            default:
-                CanonicalJSON.write(members[key]!, into: &out)
+            if let value = member.value {
+                CanonicalJSON.write(value, into: &out)
+            } else if member.key == "index" {
+                indexOffset = out.count
+            } else {
+                timeOffset = out.count
             }
         }
         out.append(UInt8(ascii: "}"))
-        template.tail = out
-        return template
+        return EntryTemplate(bytes: out, indexOffset: indexOffset, timeOffset: timeOffset, subject: resolved)
+    }
+
+    /// A top-level `user`, `resource` or `session` field: it fills the indexed column, so it must be a
+    /// string equal to the subject's (or null when the subject has none). Returns the column value.
+    private static func subjectMember(
+        _ kind: String, _ key: String, _ field: AuditValue, _ value: String?
+    )
+        throws(AuditError) -> String?
+    {
+        switch (field, value) {
+        case (.null, nil):
+            return nil
+        case (.string(let text), nil):
+            return text
+        case (.string(let text), let value?) where text == value:
+            return value
+        default:
+            throw AuditError(
+                .invalidEntry,
+                "\(kind): top-level \"\(key)\" is \(field) but the subject's \(key) is "
+                    + (value.map { "\"\($0)\"" } ?? "unset")
+                    + "; it fills the indexed column, so it must be a string equal to the subject's "
+                    + "(or null when unset)"
+            )
+        }
     }
 
     /// Kinds are dotted lowercase words (`session.open`), so a query for the prefix `session.` is exact.
     static func validate(kind: String) throws(AuditError) {
-        let bytes = Array(kind.utf8)
+        let bytes = kind.utf8
         var valid = !bytes.isEmpty && bytes.count <= 64
         var previousWasDot = true
         for byte in bytes where valid {

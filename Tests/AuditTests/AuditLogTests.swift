@@ -292,6 +292,41 @@ import Testing
         #expect(try indexes(AuditQuery(until: t0.addingTimeInterval(3), kind: "statement")) == [2])
     }
 
+    /// The builder (for per-statement entries) writes exactly what the dictionary path writes.
+    @Test func builtEntriesAreTheSameBytesAsDictionaryEntries() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let log = try openLog(dir.file(), clock: { t0 })
+        defer { log.close() }
+        let subject = AuditSubject(user: "svc-ci", resource: "orders-db", session: "0123456789abcdef")
+        let viaDictionary = try await log.append(
+            kind: "statement", subject: subject,
+            fields: [
+                "decision": "allow", "kinds": .array(["SELECT"]), "origin": "query", "statement": .uint(3),
+                "text": .string("SELECT \"a\"\n"), "text_redacted": .bool(false),
+                "parameter_masking": .object(["values_masked": .int(1)]), "zeta": .null,
+            ])
+        var builder = AuditEntryBuilder(kind: "statement", subject: subject)
+        builder.string("decision", "allow")
+        builder.strings("kinds", ["SELECT"])
+        builder.string("origin", "query")
+        builder.value("parameter_masking", .object(["values_masked": .int(1)]))
+        builder.uint("statement", 3)
+        builder.string("text", "SELECT \"a\"\n")
+        builder.bool("text_redacted", false)
+        builder.value("zeta", .null)
+        let viaBuilder = try await withCheckedThrowingContinuation { continuation in
+            log.append(builder) { continuation.resume(with: $0) }
+        }
+        #expect(viaBuilder.index == viaDictionary.index + 1)
+        let expected = String(decoding: viaDictionary.body, as: UTF8.self)
+            .replacingOccurrences(of: "\"index\":\(viaDictionary.index)", with: "\"index\":\(viaBuilder.index)")
+        #expect(String(decoding: viaBuilder.body, as: UTF8.self) == expected)
+        #expect(CanonicalJSON.isCanonical(viaBuilder.body))
+        #expect(try log.query(AuditQuery(user: "svc-ci", kind: "statement")).count == 2)
+    }
+
     @Test func oversizedEntriesAreRejectedAndNothingIsWritten() async throws {
         let dir = TemporaryDirectory()
         defer { dir.cleanup() }

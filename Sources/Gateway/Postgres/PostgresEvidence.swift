@@ -10,72 +10,66 @@ import PostgresWire
 /// The per-statement entries are on the hot path, so they are built from plain values with no
 /// formatting beyond what the canonical JSON needs.
 enum PostgresEvidence {
-    static func statement(_ e: StatementEvidence, session: String) -> [String: AuditValue] {
-        var fields: [String: AuditValue] = [
-            "session": .string(session),
-            "statement": .uint(e.id.rawValue),
-            "text": .string(e.text),
-            "text_redacted": .bool(e.textIsRedacted),
-            "kinds": .array(e.kinds.map { .string($0) }),
-        ]
-        switch e.origin {
-        case .simpleQuery(let index, let count):
-            fields["origin"] = "query"
-            if count > 1 {
-                fields["query_index"] = .int(Int64(index))
-                fields["query_statements"] = .int(Int64(count))
-            }
-        case .execute(let statement, let portal):
-            fields["origin"] = "execute"
-            fields["prepared"] = .string(statement)
-            fields["portal"] = .string(portal)
-        case .parse(let statement):
-            fields["origin"] = "parse"
-            fields["prepared"] = .string(statement)
-        case .functionCall(let oid):
-            fields["origin"] = "function_call"
-            fields["function_oid"] = .uint(UInt64(oid))
-        }
+    /// The `statement` entry. Members are added in canonical order (see `AuditEntryBuilder`): this is
+    /// written for every statement, so no dictionary is built and sorted.
+    static func statement(_ e: StatementEvidence, subject: AuditSubject) -> AuditEntryBuilder {
+        var entry = AuditEntryBuilder(kind: "statement", subject: subject)
         switch e.decision {
-        case .allow:
-            fields["decision"] = "allow"
-        case .block(let rule, let reason):
-            fields["decision"] = "block"
-            fields["rule"] = .string(rule)
-            fields["reason"] = .string(reason)
+        case .allow: entry.string("decision", "allow")
+        case .block: entry.string("decision", "block")
         }
-        if case .execute = e.origin {
-            fields["parameters"] = .array(e.parameters.map { $0.map { .string($0) } ?? .null })
+        if case .functionCall(let oid) = e.origin { entry.uint("function_oid", UInt64(oid)) }
+        entry.strings("kinds", e.kinds)
+        switch e.origin {
+        case .simpleQuery: entry.string("origin", "query")
+        case .execute: entry.string("origin", "execute")
+        case .parse: entry.string("origin", "parse")
+        case .functionCall: entry.string("origin", "function_call")
         }
-        if !e.parameterMasking.isEmpty {
-            fields["parameter_masking"] = detectors(e.parameterMasking)
+        if !e.parameterMasking.isEmpty { entry.value("parameter_masking", detectors(e.parameterMasking)) }
+        if case .execute(let statement, let portal) = e.origin {
+            entry.value("parameters", .array(e.parameters.map { $0.map { .string($0) } ?? .null }))
+            entry.string("portal", portal)
+            entry.string("prepared", statement)
         }
-        return fields
+        if case .parse(let statement) = e.origin { entry.string("prepared", statement) }
+        if case .simpleQuery(let index, let count) = e.origin, count > 1 {
+            entry.int("query_index", Int64(index))
+            entry.int("query_statements", Int64(count))
+        }
+        if case .block(let rule, let reason) = e.decision {
+            entry.string("reason", reason)
+            entry.string("rule", rule)
+        }
+        entry.uint("statement", e.id.rawValue)
+        entry.string("text", e.text)
+        entry.bool("text_redacted", e.textIsRedacted)
+        return entry
     }
 
+    /// The `statement.end` entry, members in canonical order.
     static func statementEnd(
-        _ o: StatementOutcome, session: String, durationMicroseconds: Int64?
-    ) -> [String: AuditValue] {
-        var fields: [String: AuditValue] = [
-            "session": .string(session),
-            "statement": .uint(o.id.rawValue),
-            "rows_sent": .int(Int64(o.rowsSent)),
-        ]
+        _ o: StatementOutcome, subject: AuditSubject, durationMicroseconds: Int64?
+    )
+        -> AuditEntryBuilder
+    {
+        var entry = AuditEntryBuilder(kind: "statement.end", subject: subject, capacity: 256)
+        var result: String
+        var sqlState: String?
         switch o.result {
         case .completed(let tag):
-            fields["result"] = "completed"
-            fields["command_tag"] = .string(tag)
-        case .emptyQuery: fields["result"] = "empty_query"
-        case .suspended: fields["result"] = "suspended"
+            result = "completed"
+            entry.string("command_tag", tag)
+        case .emptyQuery: result = "empty_query"
+        case .suspended: result = "suspended"
         case .failed(let state):
-            fields["result"] = "failed"
-            fields["sqlstate"] = .string(state)
-        case .notExecuted: fields["result"] = "not_executed"
-        case .unaccounted: fields["result"] = "unaccounted"
-        case .connectionClosed: fields["result"] = "connection_closed"
+            result = "failed"
+            sqlState = state
+        case .notExecuted: result = "not_executed"
+        case .unaccounted: result = "unaccounted"
+        case .connectionClosed: result = "connection_closed"
         }
-        if let rows = o.rowCount { fields["row_count"] = .int(Int64(rows)) }
-        if let us = durationMicroseconds { fields["duration_us"] = .int(us) }
+        if let us = durationMicroseconds { entry.int("duration_us", us) }
         if !o.masking.isEmpty {
             var masking: [String: AuditValue] = [:]
             if !o.masking.columns.isEmpty {
@@ -87,9 +81,14 @@ enum PostgresEvidence {
             if !o.masking.detectors.isEmpty {
                 masking["detectors"] = detectors(o.masking.detectors)
             }
-            fields["masking"] = .object(masking)
+            entry.value("masking", .object(masking))
         }
-        return fields
+        entry.string("result", result)
+        if let rows = o.rowCount { entry.int("row_count", Int64(rows)) }
+        entry.int("rows_sent", Int64(o.rowsSent))
+        if let sqlState { entry.string("sqlstate", sqlState) }
+        entry.uint("statement", o.id.rawValue)
+        return entry
     }
 
     /// Which detectors fired and how many values they rewrote; counts only, never a value.

@@ -271,10 +271,8 @@ final class PostgresProxy {
         case .recordBlockedStatement(let evidence):
             session.logger.info(
                 "statement blocked", metadata: ["statement": "\(evidence.id)", "kinds": "\(evidence.kinds)"])
-            gateway.runtime.audit.append(
-                kind: "statement", subject: subject,
-                fields: PostgresEvidence.statement(evidence, session: session.id)
-            ) { [logger = session.logger] result in
+            gateway.runtime.audit.append(PostgresEvidence.statement(evidence, subject: subject)) {
+                [logger = session.logger] result in
                 if case .failure(let error) = result {
                     logger.critical("could not record a blocked statement", metadata: ["error": "\(error)"])
                 }
@@ -356,9 +354,8 @@ final class PostgresProxy {
         }
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         let id = evidence.id
-        gateway.runtime.audit.append(
-            kind: "statement", subject: subject, fields: PostgresEvidence.statement(evidence, session: session.id)
-        ) { [eventLoop] result in
+        gateway.runtime.audit.append(PostgresEvidence.statement(evidence, subject: subject)) {
+            [eventLoop] result in
             eventLoop.execute {
                 let this = bound.value
                 switch result {
@@ -382,9 +379,7 @@ final class PostgresProxy {
             catalog?.invalidate()
         }
         gateway.runtime.audit.append(
-            kind: "statement.end", subject: subject,
-            fields: PostgresEvidence.statementEnd(outcome, session: session.id, durationMicroseconds: duration),
-            deferred: true
+            PostgresEvidence.statementEnd(outcome, subject: subject, durationMicroseconds: duration), deferred: true
         ) { [logger = session.logger] result in
             if case .failure(let error) = result {
                 logger.critical("could not record a statement's end", metadata: ["error": "\(error)"])
