@@ -14,12 +14,12 @@ Variants (clients always run in the host namespace, inside the world's unit cgro
 Workloads (one round runs each on every variant): pgbench -S -c 8 -j 2 -M simple and -M prepared (issue 3:
 forwarding with interlockd's per-statement policy and evidence on); pgbench -C -S -c 8 -j 2 and -C -S -c 1 -j 1
 (issue 2: connection setup); COPY of BENCH_COPY_ROWS rows out (issue 3: direct, the peers, and interlockd plain and
-with an e-mail detector masking the stream). After the rounds: the connection-setup probe (issue 2) and the
+with a column rule masking copy_bench.email). After the rounds: the connection-setup probe (issue 2) and the
 content-detector micro-benchmark (`interlock-bench`, issue 3). Idle memory (issue 2) runs first.
 
 interlockd's policy (the issue-3 one): orders-db with injected credentials (role orders_app), a block rule (DROP,
 TRUNCATE, unbounded writes) and a column mask on pgbench_branches.filler (a column pgbench -S never reads) for
-everyone, and for svc-bot only an e-mail detector mask (partial), which the COPY figure uses.
+everyone, and for svc-bot only a column mask on copy_bench.email (partial), which the COPY figure uses.
 """
 
 from __future__ import annotations
@@ -101,12 +101,13 @@ if CONNECT:
     ]
 VARIANTS = ["direct", "pgbouncer", "haproxy", "interlock"]
 # COPY out: the peers, interlockd with the column-rule policy on a table no rule covers (svc-ci: the plain gateway
-# rate), and interlockd with an e-mail detector masking the stream (svc-bot).
+# rate), and interlockd with a column rule masking copy_bench.email in every row (svc-bot: the COPY is described on
+# the catalog connection, then masked field by field).
 COPY_VARIANTS = ["direct", "pgbouncer", "haproxy", "interlock", "interlock-detect"]
 COPY_SQL = "COPY copy_bench TO STDOUT"
 
 # The daemon's rules (issue 3): a block rule and a column mask on a column pgbench -S does not read, for everyone;
-# an e-mail detector for svc-bot only (the COPY run). Column masks need injected credentials on the resource.
+# a column mask on copy_bench.email for svc-bot only (the COPY run). Column masks need injected credentials on the resource.
 RULES = """\
   - name: no-ddl
     resources: [orders-db]
@@ -117,7 +118,7 @@ RULES = """\
   - name: copy-emails
     identities: [user:svc-bot]
     resources: [orders-db]
-    mask: { detectors: [email], with: partial }
+    mask: { columns: [copy_bench.email], with: partial }
 """
 
 # Reads `psql -c COPY ... TO STDOUT` from a pipe: bytes, lines and seconds, and a sample of the data (its first
@@ -288,7 +289,7 @@ class Bench:
                                                    str(SINK_PORT), "7200"], wait_line="ready")
 
         log("interlockd (release build): orders-db with injected credentials, block + column mask rules, "
-            "an e-mail detector for svc-bot, plus the idle sink and the banner as tcp resources")
+            "a copy_bench.email column mask for svc-bot, plus the idle sink and the banner as tcp resources")
         self.daemon = harness.Daemon(w, Path(tempfile.mkdtemp(prefix="interlockd-", dir=self.dir)))
         self.daemon.write_config(orders_db=credentials_yaml(self.daemon), rules=RULES, extra_resources=[
             f'  - {{ name: idle-sink, protocol: tcp, address: "{REMOTE4}:{SINK_PORT}" }}',
@@ -442,7 +443,7 @@ listen banner
             return "alice", "127.0.0.1", HAPROXY_PORT, self.procs["haproxy"].pid
         if variant == "interlock":
             return "svc-ci", REMOTE4, 5432, self.daemon.pid
-        if variant == "interlock-detect":  # svc-bot: the same policy plus the e-mail detector rule
+        if variant == "interlock-detect":  # svc-bot: the same policy plus the copy_bench.email column rule
             return "svc-bot", REMOTE4, 5432, self.daemon.pid
         raise ValueError(variant)
 
@@ -824,7 +825,7 @@ def report(results: list[dict], rounds: int, idle: list[dict], env: dict, prof: 
             "pgbouncer": "pgbouncer",
             "haproxy": "haproxy",
             "interlock": "interlock, column-rule policy, table not covered (svc-ci)",
-            "interlock-detect": "interlock, e-mail detector masking every row (svc-bot)",
+            "interlock-detect": "interlock, column rule masking copy_bench.email in every row (svc-bot)",
         }
         for v in COPY_VARIANTS:
             rs = [r for r in copies if r["variant"] == v]
