@@ -115,7 +115,31 @@ public struct PostgresSessionStateMachine: Sendable {
     private let policy: SessionPolicy
     private let credentials: PostgresInjectedCredentials?
     private let clientTLS: ClientTLSMode
-    private var state: State
+    private var state: State {
+        didSet {
+            // Only a tag check: binding the payload would copy the whole pipeline.
+            if case .active = self.state {
+            } else {
+                self.activeHeldClientBytes = 0
+                self.activeAwaitingColumns = false
+            }
+        }
+    }
+    /// The active pipeline's backpressure observers, kept beside it: the gateway asks on every read, and
+    /// reading them through `state` would copy the pipeline (and retain all it holds) each time.
+    private var activeHeldClientBytes = 0
+    private var activeAwaitingColumns = false
+
+    /// Puts `pipeline` back as the active state (or closes) and refreshes the observers.
+    private mutating func store(_ pipeline: SessionPipeline) {
+        if pipeline.isClosed {
+            self.state = .closed
+            return
+        }
+        self.activeHeldClientBytes = pipeline.heldClientBytes
+        self.activeAwaitingColumns = !pipeline.awaitingColumns.isEmpty || pipeline.awaitingCopyDescription != nil
+        self.state = .active(pipeline)
+    }
 
     public init(configuration: PostgresSessionConfiguration) {
         self.policy = SessionPolicy(configuration)
@@ -142,20 +166,10 @@ public struct PostgresSessionStateMachine: Sendable {
 
     /// Bytes of client messages held until their evidence is durable. Stop reading from the client while this is
     /// large (backpressure); it shrinks when ``recordCompleted(_:)`` releases them.
-    public var heldClientBytes: Int {
-        switch self.state {
-        case .active(let pipeline), .authenticating(_, let pipeline): return pipeline.heldClientBytes
-        case .awaitingStartup, .awaitingClientTLS, .closed, .modifying: return 0
-        }
-    }
+    public var heldClientBytes: Int { self.activeHeldClientBytes }
 
     /// Whether server messages are held until ``columnsResolved(_:)``: stop reading from the server meanwhile.
-    public var isAwaitingColumns: Bool {
-        if case .active(let pipeline) = self.state {
-            return !pipeline.awaitingColumns.isEmpty || pipeline.awaitingCopyDescription != nil
-        }
-        return false
-    }
+    public var isAwaitingColumns: Bool { self.activeAwaitingColumns }
 
     /// The session's `ParameterStatus` values so far.
     public var serverParameters: [String: String] {
@@ -187,10 +201,10 @@ public struct PostgresSessionStateMachine: Sendable {
         case .authenticating(let authentication, let pipeline):
             self.state = .modifying
             self.clientMessageWhileAuthenticating(message, authentication, pipeline, into: &actions)
-        case .active(var pipeline):
+        case .active(let pipeline):
             self.state = .modifying
             pipeline.clientMessage(message, into: &actions)
-            self.state = pipeline.isClosed ? .closed : .active(pipeline)
+            self.store(pipeline)
         case .closed:
             return
         case .modifying:
@@ -206,10 +220,10 @@ public struct PostgresSessionStateMachine: Sendable {
         case .authenticating(let authentication, let pipeline):
             self.state = .modifying
             self.serverMessageWhileAuthenticating(message, authentication, pipeline, into: &actions)
-        case .active(var pipeline):
+        case .active(let pipeline):
             self.state = .modifying
             pipeline.serverMessage(message, into: &actions)
-            self.state = pipeline.isClosed ? .closed : .active(pipeline)
+            self.store(pipeline)
         case .closed:
             return
         case .modifying:
@@ -219,16 +233,16 @@ public struct PostgresSessionStateMachine: Sendable {
 
     /// The evidence entry `id` (from ``Action/recordStatement(_:)``) is durable: forward what waited for it.
     public mutating func recordCompleted(_ id: StatementID, into actions: inout [Action]) {
-        guard case .active(var pipeline) = self.state else { return }
+        guard case .active(let pipeline) = self.state else { return }
         self.state = .modifying
         pipeline.recordCompleted(id, into: &actions)
-        self.state = pipeline.isClosed ? .closed : .active(pipeline)
+        self.store(pipeline)
     }
 
     /// The evidence log could not record `id`. The statement must not run unrecorded: the session ends with a
     /// FATAL error (SQLSTATE 58030, io_error) and nothing that waited for the record is forwarded.
     public mutating func recordFailed(_ id: StatementID, into actions: inout [Action]) {
-        guard case .active(var pipeline) = self.state, pipeline.isAwaitingRecord(id) else { return }
+        guard case .active(let pipeline) = self.state, pipeline.isAwaitingRecord(id) else { return }
         self.state = .modifying
         var fields = PostgresErrorFields()
         fields[.localizedSeverity] = "FATAL"
@@ -244,10 +258,10 @@ public struct PostgresSessionStateMachine: Sendable {
     public mutating func columnsResolved(
         _ resolutions: [PostgresColumnID: PostgresColumnResolution], into actions: inout [Action]
     ) {
-        guard case .active(var pipeline) = self.state else { return }
+        guard case .active(let pipeline) = self.state else { return }
         self.state = .modifying
         pipeline.columnsResolved(resolutions, into: &actions)
-        self.state = pipeline.isClosed ? .closed : .active(pipeline)
+        self.store(pipeline)
     }
 
     /// The gateway's answer to ``Action/describeCopy(_:)``: the query's `RowDescription` fields, or `nil` when it
@@ -255,10 +269,10 @@ public struct PostgresSessionStateMachine: Sendable {
     public mutating func copyDescribed(
         _ query: String, fields: [PostgresBackendMessage.Field]?, into actions: inout [Action]
     ) {
-        guard case .active(var pipeline) = self.state else { return }
+        guard case .active(let pipeline) = self.state else { return }
         self.state = .modifying
         pipeline.copyDescribed(query, fields: fields, into: &actions)
-        self.state = pipeline.isClosed ? .closed : .active(pipeline)
+        self.store(pipeline)
     }
 
     /// The client's TLS handshake finished (after ``Action/startClientTLS``): the startup packet comes next.
@@ -413,7 +427,7 @@ public struct PostgresSessionStateMachine: Sendable {
             self.state = .closed
             return
         }
-        var pipeline = SessionPipeline(policy: self.policy)
+        let pipeline = SessionPipeline(policy: self.policy)
         pipeline.database = startup.database ?? startup.user
         guard let credentials = self.credentials else {
             pipeline.upstreamUser = startup.user
@@ -478,7 +492,7 @@ public struct PostgresSessionStateMachine: Sendable {
             switch framed.message {
             case .authentication(.ok):
                 actions.append(.sendToClient(framed.frame))
-                self.state = .active(pipeline)
+                self.store(pipeline)
             case .authentication(.sasl(let mechanisms)):
                 // Channel binding would bind the client to our TLS and the server to its own: it cannot pass through.
                 let usable = mechanisms.filter { $0 != "SCRAM-SHA-256-PLUS" }
@@ -519,7 +533,7 @@ public struct PostgresSessionStateMachine: Sendable {
                 var buffer = ByteBuffer()
                 PostgresBackendMessage.authentication(.ok).encode(into: &buffer)
                 actions.append(.sendToClient(buffer))
-                self.state = .active(pipeline)
+                self.store(pipeline)
             case .failed(.rejected(let fields)):
                 actions.append(.closeWithError(fields))
                 self.state = .closed
@@ -536,7 +550,7 @@ public struct PostgresSessionStateMachine: Sendable {
 
     private mutating func fail(_ error: PostgresWireError, into actions: inout [Action]) {
         switch self.state {
-        case .active(var pipeline), .authenticating(_, var pipeline):
+        case .active(let pipeline), .authenticating(_, let pipeline):
             self.state = .modifying
             pipeline.close(with: error.errorResponse(), into: &actions)
         case .awaitingStartup, .awaitingClientTLS, .modifying:
@@ -557,7 +571,7 @@ public struct PostgresSessionStateMachine: Sendable {
 
     private mutating func connectionLost(into actions: inout [Action]) {
         switch self.state {
-        case .active(var pipeline), .authenticating(_, var pipeline):
+        case .active(let pipeline), .authenticating(_, let pipeline):
             self.state = .modifying
             pipeline.completeOutstanding(.connectionClosed, into: &actions)
         case .awaitingStartup, .awaitingClientTLS, .modifying:

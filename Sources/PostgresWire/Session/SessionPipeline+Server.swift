@@ -6,7 +6,7 @@ import SQL
 extension SessionPipeline {
     // MARK: Server messages
 
-    mutating func serverMessage(_ framed: ServerMessage, into actions: inout [Action]) {
+    func serverMessage(_ framed: ServerMessage, into actions: inout [Action]) {
         guard !self.isClosed else { return }
         if !self.awaitingColumns.isEmpty || self.awaitingCopyDescription != nil {
             self.held.append(framed)
@@ -16,7 +16,7 @@ extension SessionPipeline {
     }
 
     /// The gateway described a COPY's query (`nil`: it could not, so every field is masked): replay what was held.
-    mutating func copyDescribed(_ query: String, fields: [Field]?, into actions: inout [Action]) {
+    func copyDescribed(_ query: String, fields: [Field]?, into actions: inout [Action]) {
         guard self.awaitingCopyDescription == query else { return }
         self.awaitingCopyDescription = nil
         if self.copyDescriptions.count >= 64 { self.copyDescriptions = [:] }
@@ -24,7 +24,7 @@ extension SessionPipeline {
         self.replayHeld(into: &actions)
     }
 
-    private mutating func replayHeld(into actions: inout [Action]) {
+    private func replayHeld(into actions: inout [Action]) {
         while let next = self.held.popFirst(), !self.isClosed {
             self.process(next, into: &actions)
             if !self.awaitingColumns.isEmpty || self.awaitingCopyDescription != nil {
@@ -34,7 +34,7 @@ extension SessionPipeline {
     }
 
     /// The gateway answered a `resolveColumns`: remember the answers and replay what was held.
-    mutating func columnsResolved(
+    func columnsResolved(
         _ resolutions: [PostgresColumnID: PostgresColumnResolution], into actions: inout [Action]
     ) {
         for (column, resolution) in resolutions {
@@ -48,7 +48,7 @@ extension SessionPipeline {
         self.replayHeld(into: &actions)
     }
 
-    private mutating func process(_ framed: ServerMessage, into actions: inout [Action]) {
+    private func process(_ framed: ServerMessage, into actions: inout [Action]) {
         // Messages that may come at any time.
         switch framed.message {
         case .parameterStatus(let name, let value):
@@ -213,7 +213,7 @@ extension SessionPipeline {
     /// The server's view of a portal created by SQL (`DECLARE c CURSOR FOR ...`), not by `Bind`.
     static let declaredCursor = ServerPortal(statementName: "", resultFormats: [], description: nil)
 
-    private mutating func restore(_ head: Expectation) {
+    private func restore(_ head: Expectation) {
         self.expectations[self.expectations.startIndex] = head
     }
 
@@ -227,7 +227,7 @@ extension SessionPipeline {
         case handled
     }
 
-    private mutating func finish(head: Expectation, keep: HeadDisposition, into actions: inout [Action]) {
+    private func finish(head: Expectation, keep: HeadDisposition, into actions: inout [Action]) {
         switch keep {
         case .keep:
             self.restore(head)
@@ -239,11 +239,11 @@ extension SessionPipeline {
         }
     }
 
-    private mutating func forwardAndPop(_ frame: ByteBuffer, into actions: inout [Action]) {
+    private func forwardAndPop(_ frame: ByteBuffer, into actions: inout [Action]) {
         self.pop(forwarding: frame, into: &actions)
     }
 
-    private mutating func pop(forwarding frame: ByteBuffer?, into actions: inout [Action]) {
+    private func pop(forwarding frame: ByteBuffer?, into actions: inout [Action]) {
         self.expectations.removeFirst()
         if let frame {
             actions.append(.sendToClient(frame))
@@ -253,7 +253,7 @@ extension SessionPipeline {
 
     // MARK: Startup completion
 
-    private mutating func startupMessage(_ framed: ServerMessage, into actions: inout [Action]) {
+    private func startupMessage(_ framed: ServerMessage, into actions: inout [Action]) {
         switch framed.message {
         case .backendKeyData(let key):
             self.backendKey = key
@@ -276,7 +276,7 @@ extension SessionPipeline {
 
     // MARK: Simple query
 
-    private mutating func simpleQueryMessage(
+    private func simpleQueryMessage(
         _ framed: ServerMessage, progress: inout SimpleQueryProgress, into actions: inout [Action]
     ) -> HeadDisposition {
         switch framed.message {
@@ -360,7 +360,7 @@ extension SessionPipeline {
         }
     }
 
-    private mutating func completeSimple(
+    private func completeSimple(
         _ progress: inout SimpleQueryProgress, result: StatementOutcome.Result, tag: String?,
         into actions: inout [Action]
     ) {
@@ -389,7 +389,7 @@ extension SessionPipeline {
 
     // MARK: Extended query
 
-    private mutating func executeMessage(
+    private func executeMessage(
         _ framed: ServerMessage, progress: inout ExecuteProgress, into actions: inout [Action]
     ) -> HeadDisposition {
         switch framed.message {
@@ -462,7 +462,7 @@ extension SessionPipeline {
         }
     }
 
-    private mutating func completeExecute(
+    private func completeExecute(
         _ progress: ExecuteProgress, result: StatementOutcome.Result, tag: String?, into actions: inout [Action]
     ) {
         var finished = progress.result
@@ -503,8 +503,7 @@ extension SessionPipeline {
     /// what was forwarded after the failed message gets no answer (its statements did not run), synthetic answers
     /// queued in that stretch are dropped as the server would have dropped the messages, and if the client has not
     /// sent its `Sync` yet, its messages are discarded until it does.
-    private mutating func extendedError(_ fields: PostgresErrorFields, frame: ByteBuffer, into actions: inout [Action])
-    {
+    private func extendedError(_ fields: PostgresErrorFields, frame: ByteBuffer, into actions: inout [Action]) {
         var failed = self.expectations.removeFirst()
         var stats = MaskStats()
         self.forwardError(fields, frame: frame, stats: &stats, into: &actions)
@@ -535,7 +534,7 @@ extension SessionPipeline {
 
     /// `CopyInResponse`: the client may now send copy data. `Sync` messages the client sent after the COPY's
     /// `Execute` reach the server during the copy, and it ignores them: they get no `ReadyForQuery`.
-    private mutating func enterCopyIn() {
+    private func enterCopyIn() {
         self.copyIn = .active
         guard self.expectations.count > 1 else { return }
         var kept = CircularBuffer<Expectation>(initialCapacity: self.expectations.count)
@@ -561,7 +560,7 @@ extension SessionPipeline {
 
     /// `CopyOutResponse`: decides how the COPY's rows are masked. With column rules the COPY's query is described by
     /// the gateway (``Action/describeCopy(_:)``) and its fields resolved like a `RowDescription`'s.
-    private mutating func startCopyOut(
+    private func startCopyOut(
         _ response: PostgresBackendMessage.CopyResponse, _ copyOut: CopyOutput?, framed: ServerMessage,
         result: inout ResultProgress, into actions: inout [Action]
     ) -> CopyStart {
@@ -591,7 +590,7 @@ extension SessionPipeline {
         return .started
     }
 
-    private mutating func refuseBinaryCopy(into actions: inout [Action]) {
+    private func refuseBinaryCopy(into actions: inout [Action]) {
         let error = PostgresWireError(
             code: .unexpectedData,
             message: "binary COPY TO STDOUT output cannot be masked; the session is closed",
@@ -601,7 +600,7 @@ extension SessionPipeline {
     }
 
     /// Returns false when a row's width differs from the COPY's description (the caller ends the session).
-    private mutating func forwardCopyData(
+    private func forwardCopyData(
         _ data: ByteBuffer, frame: ByteBuffer, result: inout ResultProgress, into actions: inout [Action]
     ) -> Bool {
         guard result.copyOutMasking else {
@@ -630,7 +629,7 @@ extension SessionPipeline {
 
     /// Forwards a row, masked if needed. Returns false when its width does not match its description (the caller
     /// ends the session: the server broke the protocol).
-    private mutating func forwardRow(
+    private func forwardRow(
         _ row: DataRow, frame: ByteBuffer, result: inout ResultProgress, into actions: inout [Action]
     ) -> Bool {
         result.rowsSent += 1
@@ -655,7 +654,7 @@ extension SessionPipeline {
         }
     }
 
-    mutating func forwardError(
+    func forwardError(
         _ fields: PostgresErrorFields, frame: ByteBuffer, stats: inout MaskStats, into actions: inout [Action]
     ) {
         guard self.policy.masksResults, let masked = self.policy.maskErrorFields(fields, stats: &stats) else {
@@ -667,7 +666,7 @@ extension SessionPipeline {
         actions.append(.sendToClient(buffer))
     }
 
-    private mutating func forwardNotice(
+    private func forwardNotice(
         _ fields: PostgresErrorFields, frame: ByteBuffer, into actions: inout [Action]
     ) {
         var stats = MaskStats()
@@ -684,7 +683,7 @@ extension SessionPipeline {
 
     /// Makes sure every source column of `fields` is resolved. Returns false when the gateway was asked: `framed`
     /// and everything after it are held until ``columnsResolved(_:into:)``.
-    private mutating func resolveColumns(
+    private func resolveColumns(
         of fields: [Field], holding framed: ServerMessage, into actions: inout [Action]
     ) -> Bool {
         guard self.policy.hasColumnRules else { return true }
@@ -706,7 +705,7 @@ extension SessionPipeline {
     }
 
     /// The server broke the protocol: the client gets FATAL 08P01, the session ends.
-    mutating func serverViolation(_ what: String, into actions: inout [Action]) {
+    func serverViolation(_ what: String, into actions: inout [Action]) {
         let error = PostgresWireError(
             code: .unexpectedData,
             message: "the database server sent an unexpected \(what)",

@@ -17,7 +17,11 @@ import SQL
 /// The client's and the server's views of prepared statements and portals are kept apart: the client's (updated as
 /// messages arrive) gives evidence its statement text; the server's (updated as the server confirms) gives an
 /// `Execute` the row description its rows are masked with.
-struct SessionPipeline: Sendable {
+///
+/// A class, not a struct: the state machine's enum holds it, and taking a struct this size out of the
+/// enum to mutate it retained and released everything it holds on every message. It is confined to
+/// the one session (one event loop) that owns the machine, hence `@unchecked Sendable`.
+final class SessionPipeline: @unchecked Sendable {
     typealias Action = PostgresSessionStateMachine.Action
     typealias ClientMessage = PostgresFramedMessage<PostgresFrontendMessage>
     typealias ServerMessage = PostgresFramedMessage<PostgresBackendMessage>
@@ -176,7 +180,7 @@ struct SessionPipeline: Sendable {
 
     // MARK: Client messages
 
-    mutating func clientMessage(_ framed: ClientMessage, into actions: inout [Action]) {
+    func clientMessage(_ framed: ClientMessage, into actions: inout [Action]) {
         guard !self.terminated, !self.isClosed else {
             return
         }
@@ -280,7 +284,7 @@ struct SessionPipeline: Sendable {
         }
     }
 
-    private mutating func copyMessage(_ framed: ClientMessage, into actions: inout [Action]) {
+    private func copyMessage(_ framed: ClientMessage, into actions: inout [Action]) {
         let ends: Bool
         switch framed.message {
         case .copyDone, .copyFail: ends = true
@@ -297,7 +301,7 @@ struct SessionPipeline: Sendable {
         }
     }
 
-    private mutating func query(_ sql: String, frame: ByteBuffer, into actions: inout [Action]) {
+    private func query(_ sql: String, frame: ByteBuffer, into actions: inout [Action]) {
         let evaluation = self.policy.evaluate(sql, standardConformingStrings: self.standardConformingStrings)
         let statements =
             evaluation.statements.isEmpty ? [SessionPolicy.Statement(text: "", kinds: [])] : evaluation.statements
@@ -334,7 +338,7 @@ struct SessionPipeline: Sendable {
             .simpleQuery(SimpleQueryProgress(ids: ids, copyOuts: statements.map(\.copyOut))))
     }
 
-    private mutating func parse(
+    private func parse(
         _ parse: PostgresFrontendMessage.Parse, frame: ByteBuffer, into actions: inout [Action]
     ) {
         let evaluation = self.policy.evaluate(parse.query, standardConformingStrings: self.standardConformingStrings)
@@ -362,7 +366,7 @@ struct SessionPipeline: Sendable {
         self.forwardExtended(frame, expecting: .parse(parse.name), into: &actions)
     }
 
-    private mutating func bind(_ bind: PostgresFrontendMessage.Bind, frame: ByteBuffer, into actions: inout [Action]) {
+    private func bind(_ bind: PostgresFrontendMessage.Bind, frame: ByteBuffer, into actions: inout [Action]) {
         let (parameters, stats) = self.policy.evidenceParameters(bind.parameters, format: bind.parameterFormat(at:))
         self.clientPortals[bind.portal] = ClientPortal(
             statementName: bind.statement,
@@ -377,7 +381,7 @@ struct SessionPipeline: Sendable {
         )
     }
 
-    private mutating func execute(portal name: String, frame: ByteBuffer, into actions: inout [Action]) {
+    private func execute(portal name: String, frame: ByteBuffer, into actions: inout [Action]) {
         let portal = self.clientPortals[name]
         let statement = portal?.statement
         let evidence = StatementEvidence(
@@ -408,7 +412,7 @@ struct SessionPipeline: Sendable {
             into: &actions)
     }
 
-    private mutating func functionCall(
+    private func functionCall(
         _ call: PostgresFrontendMessage.FunctionCall, frame: ByteBuffer, into actions: inout [Action]
     ) {
         let (arguments, stats) = self.policy.evidenceParameters(call.arguments) { index in
@@ -443,17 +447,17 @@ struct SessionPipeline: Sendable {
 
     // MARK: Outbound queue
 
-    private mutating func makeStatementID() -> StatementID {
+    private func makeStatementID() -> StatementID {
         defer { self.nextStatementID += 1 }
         return StatementID(rawValue: self.nextStatementID)
     }
 
-    private mutating func gate(_ id: StatementID) {
+    private func gate(_ id: StatementID) {
         self.outbound.append(.gate(id, released: false))
     }
 
     /// Sends `frame` to the server now, or queues it behind a gate.
-    private mutating func forward(_ frame: ByteBuffer, into actions: inout [Action]) {
+    private func forward(_ frame: ByteBuffer, into actions: inout [Action]) {
         if self.outbound.isEmpty {
             actions.append(.sendToServer(frame))
         } else {
@@ -462,7 +466,7 @@ struct SessionPipeline: Sendable {
         }
     }
 
-    private mutating func forwardExtended(
+    private func forwardExtended(
         _ frame: ByteBuffer, expecting expectation: Expectation, into actions: inout [Action]
     ) {
         self.batchForwarded = true
@@ -471,7 +475,7 @@ struct SessionPipeline: Sendable {
     }
 
     /// The evidence entry `id` is durable: release what waits for it.
-    mutating func recordCompleted(_ id: StatementID, into actions: inout [Action]) {
+    func recordCompleted(_ id: StatementID, into actions: inout [Action]) {
         guard
             let index = self.outbound.firstIndex(where: { entry in
                 if case .gate(id, released: false) = entry { return true }
@@ -492,7 +496,7 @@ struct SessionPipeline: Sendable {
         }
     }
 
-    private mutating func drainOutbound(into actions: inout [Action]) {
+    private func drainOutbound(into actions: inout [Action]) {
         while let head = self.outbound.first {
             switch head {
             case .frame(let frame):
@@ -516,7 +520,7 @@ struct SessionPipeline: Sendable {
     // MARK: Synthetic answers
 
     /// Queues a synthetic answer after everything the server still owes, or sends it now if it owes nothing.
-    mutating func enqueue(_ synthetic: Synthetic, into actions: inout [Action]) {
+    func enqueue(_ synthetic: Synthetic, into actions: inout [Action]) {
         if self.expectations.isEmpty {
             self.send(synthetic, into: &actions)
         } else {
@@ -524,7 +528,7 @@ struct SessionPipeline: Sendable {
         }
     }
 
-    mutating func send(_ synthetic: Synthetic, into actions: inout [Action]) {
+    func send(_ synthetic: Synthetic, into actions: inout [Action]) {
         var buffer = ByteBuffer()
         switch synthetic {
         case .error(let fields):
@@ -536,7 +540,7 @@ struct SessionPipeline: Sendable {
     }
 
     /// Sends the synthetic answers now at the head of the queue.
-    mutating func drainSynthetic(into actions: inout [Action]) {
+    func drainSynthetic(into actions: inout [Action]) {
         while case .synthetic(let synthetic) = self.expectations.first {
             self.expectations.removeFirst()
             self.send(synthetic, into: &actions)
@@ -546,13 +550,13 @@ struct SessionPipeline: Sendable {
     // MARK: Ending
 
     /// The client broke the protocol: FATAL 08P01 to the client, close.
-    mutating func protocolViolation(_ what: String, into actions: inout [Action]) {
+    func protocolViolation(_ what: String, into actions: inout [Action]) {
         let error = PostgresWireError(
             code: .unexpectedData, message: "unexpected \(what)", sqlState: SQLState.protocolViolation)
         self.close(with: error.errorResponse(), into: &actions)
     }
 
-    mutating func close(with fields: PostgresErrorFields, into actions: inout [Action]) {
+    func close(with fields: PostgresErrorFields, into actions: inout [Action]) {
         guard !self.isClosed else { return }
         self.isClosed = true
         self.completeOutstanding(.connectionClosed, into: &actions)
@@ -560,14 +564,14 @@ struct SessionPipeline: Sendable {
     }
 
     /// Gives every statement still waiting for the server `result`.
-    mutating func completeOutstanding(_ result: StatementOutcome.Result, into actions: inout [Action]) {
+    func completeOutstanding(_ result: StatementOutcome.Result, into actions: inout [Action]) {
         while let expectation = self.expectations.popFirst() {
             self.abandon(expectation, result: result, into: &actions)
         }
     }
 
     /// The outcomes of an expectation the server will never answer.
-    mutating func abandon(_ expectation: Expectation, result: StatementOutcome.Result, into actions: inout [Action]) {
+    func abandon(_ expectation: Expectation, result: StatementOutcome.Result, into actions: inout [Action]) {
         switch expectation {
         case .simpleQuery(var progress):
             progress.result.finishPlan()
