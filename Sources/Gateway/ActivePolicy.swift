@@ -34,6 +34,9 @@ public struct ActivePolicy: Sendable {
     /// policy is compiled (start, reload), so a password file the daemon cannot read is a policy
     /// error, not a failed session; never logged (their descriptions hide the password).
     var postgresCredentials: [String: PostgresInjectedCredentials]
+    /// Per resource with credentials: what the SCRAM key cache files its keys under (resource, user and
+    /// a digest of the password: a changed password never reuses keys derived from the old one).
+    var scramCacheKeys: [String: String] = [:]
     /// The appliance CA, loaded when a postgres resource offers TLS to its clients (`tls.client: offer`).
     public var applianceCA: ApplianceCA?
     /// Upstream TLS contexts of this policy; made anew per load, so a reload reads changed CA files.
@@ -122,10 +125,16 @@ public struct ActivePolicy: Sendable {
             }
         }
         let (applianceCA, upstreamTLS) = try loadTLS(config)
+        var scramCacheKeys: [String: String] = [:]
+        for (name, login) in credentials {
+            let passwordDigest = SHA256.hash(data: Array(login.password.utf8)).map { String(format: "%02x", $0) }
+            scramCacheKeys[name] = "\(name)\u{0}\(login.user)\u{0}\(passwordDigest.joined())"
+        }
         return ActivePolicy(
             config: config, resources: table, captured: captured, ruleset: ruleset, daemonUID: daemonUID,
             digest: digest, loadedAt: now, rules: rules, masker: Masker(hashKey: maskKey),
-            postgresCredentials: credentials, applianceCA: applianceCA, upstreamTLS: upstreamTLS)
+            postgresCredentials: credentials, scramCacheKeys: scramCacheKeys, applianceCA: applianceCA,
+            upstreamTLS: upstreamTLS)
     }
 
     /// The CA (only when a resource offers TLS to clients: otherwise its files need not exist) and

@@ -20,6 +20,8 @@ public final class Gateway: Sendable {
     let cancels: CancelRegistry
     /// Source columns of PostgreSQL results, for column masks.
     let catalog: PostgresCatalog
+    /// SCRAM keys of injected logins, so each captured connection skips PBKDF2.
+    let scramKeys = SCRAMKeyCache()
     let logger: Logger
     let group: any EventLoopGroup
     private let serverChannels = Mutex<[any Channel]>([])

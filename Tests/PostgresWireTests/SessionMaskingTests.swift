@@ -343,6 +343,29 @@ struct SessionMaskingTests {
         #expect(released.outcomes.first?.masking.unresolvedColumnValues == 2)
     }
 
+    @Test func aCopyNoRuleCoversGoesOutAsTheServersOwnFrames() {
+        let orders: UInt32 = 20000
+        let resolver = InMemoryColumnResolver([
+            PostgresColumnID(tableOID: orders, attributeNumber: 1): .init(
+                schema: "public", table: "orders", column: "id"),
+            PostgresColumnID(tableOID: orders, attributeNumber: 2): .init(
+                schema: "public", table: "orders", column: "status"),
+        ])
+        let rules = TestRules.rules(masks: [TestRules.mask(columns: ["customers.email"], method: .partial)])
+        var harness = SessionHarness.established(rules: rules, resolver: resolver)
+        _ = harness.completeRecords(harness.client(.query("COPY orders TO STDOUT")))
+        _ = harness.server(.copyOutResponse(.init(format: .text, columnFormats: [.text, .text])))
+        let data = PostgresBackendMessage.copyData(ByteBuffer(string: "1\tshipped to alice@example.com\n"))
+        _ = harness.server(data)
+        let released = harness.machine.copyDescribed(
+            "SELECT * FROM orders",
+            fields: [
+                field("id", table: orders, attribute: 1, type: 23), field("status", table: orders, attribute: 2),
+            ])
+        #expect(released.clientBytes.contains(serverFrame(data).frame), "forwarded as the server sent it")
+        #expect(released.outcomes.isEmpty || released.outcomes.first?.masking.isEmpty == true)
+    }
+
     @Test func binaryCopyAndCopyWithLayoutOptionsAreRefusedUnderColumnRules() {
         var harness = SessionHarness.established(rules: Self.rules, resolver: Self.resolver)
         let binary = harness.client(.query("COPY (SELECT 1) TO STDOUT WITH (FORMAT binary)"))

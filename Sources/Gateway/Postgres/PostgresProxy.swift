@@ -34,6 +34,8 @@ final class PostgresProxy {
     /// How the upstream leg does TLS (or why it cannot: a policy error caught at load, kept for safety).
     private let upstreamTLS: Result<UpstreamTLS, GatewayTLSError>
     private var clientTLS = false
+    /// Where this resource's SCRAM keys are cached (injected credentials only).
+    private let scramCacheKey: String?
     private var upstreamTLSNegotiated = false
     private var machine: Machine
     private var actions: [Machine.Action] = []
@@ -74,7 +76,11 @@ final class PostgresProxy {
             user: session.identity.user ?? "uid:\(session.identity.uid)", resource: resource.name, session: session.id)
         let size = policy.config.maxMessageSize(for: resource)
         self.limits = PostgresMessageLimits(maximumMessageSize: size)
-        let credentials = policy.postgresCredentials[resource.name]
+        var credentials = policy.postgresCredentials[resource.name]
+        self.scramCacheKey = policy.scramCacheKeys[resource.name]
+        if let key = scramCacheKey, let keys = gateway.scramKeys.lookup(key) {
+            credentials?.scramKeys = keys
+        }
         self.injected = credentials != nil
         let upstream = try? session.destination.socketAddress
         let upstreamTLS = Result { () throws(GatewayTLSError) in try policy.upstreamTLS.settings(for: resource) }
@@ -388,6 +394,9 @@ final class PostgresProxy {
     }
 
     private func established(_ info: PostgresSessionInfo) {
+        if let keys = info.scramKeys, let key = scramCacheKey {
+            gateway.scramKeys.store(keys, for: key)
+        }
         if let key = info.backendKey, let address = try? session.destination.socketAddress {
             cancelKey = key
             gateway.cancels.register(

@@ -21,8 +21,10 @@ extension SessionPolicy {
         _ data: ByteBuffer, plan: inout ResultPlan, layout: inout CopyLayout, stats: inout MaskStats
     ) throws -> (ByteBuffer?, Int) {
         try data.withUnsafeReadableBytes { bytes in
-            var out: [UInt8] = []
-            out.reserveCapacity(bytes.count + 32)
+            var out = ByteBuffer()
+            out.reserveCapacity(bytes.count + 64)
+            out.writeInteger(PostgresBackendMessage.ID.copyData)
+            out.writeInteger(Int32(0))  // the length, set at the end
             var changed = false
             var rows = 0
             var position = 0
@@ -34,30 +36,26 @@ extension SessionPolicy {
                 if layout.headerPending || (row.count == 2 && row[0] == UInt8(ascii: "\\") && row[1] == 0x2E) {
                     // The header, or the `\.` end marker of old protocol versions.
                     layout.headerPending = false
-                    out.append(contentsOf: row)
-                    out.append(contentsOf: terminator)
+                    out.writeBytes(row)
+                    out.writeBytes(terminator)
                     continue
                 }
                 rows += 1
                 if try self.maskCopyRow(row, plan: &plan, csv: layout.format == .csv, stats: &stats, into: &out) {
                     changed = true
                 }
-                out.append(contentsOf: terminator)
+                out.writeBytes(terminator)
             }
             guard changed else { return (nil, rows) }
-            var buffer = ByteBuffer()
-            buffer.reserveCapacity(out.count + 5)
-            buffer.writeInteger(PostgresBackendMessage.ID.copyData)
-            buffer.writeInteger(Int32(out.count + 4))
-            buffer.writeBytes(out)
-            return (buffer, rows)
+            out.setInteger(Int32(out.readableBytes - 1), at: out.readerIndex + 1)
+            return (out, rows)
         }
     }
 
     /// Appends one row (without its newline) to `out`, masked. Returns whether a value changed.
     private func maskCopyRow(
         _ row: UnsafeRawBufferPointer, plan: inout ResultPlan, csv: Bool, stats: inout MaskStats,
-        into out: inout [UInt8]
+        into out: inout ByteBuffer
     ) throws -> Bool {
         let separator: UInt8 = csv ? UInt8(ascii: ",") : 0x09
         var changed = false
@@ -67,33 +65,33 @@ extension SessionPolicy {
             let end = csv ? Self.csvFieldEnd(row, from: start) : Self.textFieldEnd(row, from: start)
             guard column < plan.treatments.count else { throw RowWidthMismatch() }
             let field = UnsafeRawBufferPointer(rebasing: row[start..<end])
-            if column > 0 { out.append(separator) }
+            if column > 0 { out.writeInteger(separator) }
             let treatment = plan.treatments[column]
-            if treatment == .pass {
-                out.append(contentsOf: field)
-            } else if let value = csv ? Self.csvValue(field) : Self.textValue(field) {
+            if treatment == .pass || Self.isNull(field, csv: csv) {
+                out.writeBytes(field)  // NULL stays NULL
+            } else {
                 var replacement: MaskedValue?
                 switch treatment {
                 case .pass:
                     break
                 case .scan(let kind):
-                    replacement = self.scanned(ByteBuffer(bytes: value), kind: kind, stats: &stats)
+                    replacement = self.copyValue(field, csv: csv) { self.scanned($0, kind: kind, stats: &stats) }
                 case .mask(let method, let kind, let counter):
-                    replacement = self.masked(ByteBuffer(bytes: value), method: method, kind: kind, stats: &stats)
+                    replacement = self.copyValue(field, csv: csv) {
+                        self.masked($0, method: method, kind: kind, stats: &stats)
+                    }
                     if let counter { plan.counts[counter] += 1 } else { plan.unresolvedCount += 1 }
                 }
                 switch replacement {
                 case nil:
-                    out.append(contentsOf: field)
+                    out.writeBytes(field)
                 case .null:
                     changed = true
-                    if !csv { out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "N")]) }
+                    if !csv { out.writeStaticString("\\N") }
                 case .bytes(let bytes):
                     changed = true
                     csv ? Self.appendCSV(bytes, to: &out) : Self.appendText(bytes, to: &out)
                 }
-            } else {
-                out.append(contentsOf: field)  // NULL stays NULL
             }
             column += 1
             guard end < row.count else { break }
@@ -101,6 +99,24 @@ extension SessionPolicy {
         }
         guard column == plan.treatments.count else { throw RowWidthMismatch() }
         return changed
+    }
+
+    private static func isNull(_ field: UnsafeRawBufferPointer, csv: Bool) -> Bool {
+        csv ? field.isEmpty : (field.count == 2 && field[0] == UInt8(ascii: "\\") && field[1] == UInt8(ascii: "N"))
+    }
+
+    /// Runs `body` on the field's value: the bytes as they are when nothing is escaped or quoted (the common
+    /// case), else decoded.
+    private func copyValue(
+        _ field: UnsafeRawBufferPointer, csv: Bool, _ body: (ByteBuffer) -> MaskedValue?
+    ) -> MaskedValue? {
+        let plain =
+            csv ? (field.first != UInt8(ascii: "\"")) : !field.contains(UInt8(ascii: "\\"))
+        if plain {
+            return body(ByteBuffer(bytes: field))
+        }
+        let decoded = (csv ? Self.csvValue(field) : Self.textValue(field)) ?? []
+        return body(ByteBuffer(bytes: decoded))
     }
 
     /// The end of the row starting at `start`: its `\n`, or the end of the bytes. A CSV newline inside quotes is data.
@@ -222,31 +238,35 @@ extension SessionPolicy {
         return value
     }
 
-    private static func appendText(_ value: [UInt8], to out: inout [UInt8]) {
+    private static func appendText(_ value: [UInt8], to out: inout ByteBuffer) {
+        guard value.contains(where: { $0 == UInt8(ascii: "\\") || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) else {
+            out.writeBytes(value)
+            return
+        }
         for byte in value {
             switch byte {
-            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case 0x09: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case 0x0A: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case 0x0D: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            default: out.append(byte)
+            case UInt8(ascii: "\\"): out.writeStaticString("\\\\")
+            case 0x09: out.writeStaticString("\\t")
+            case 0x0A: out.writeStaticString("\\n")
+            case 0x0D: out.writeStaticString("\\r")
+            default: out.writeInteger(byte)
             }
         }
     }
 
-    private static func appendCSV(_ value: [UInt8], to out: inout [UInt8]) {
+    private static func appendCSV(_ value: [UInt8], to out: inout ByteBuffer) {
         let needsQuotes =
             value.isEmpty
             || value.contains { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 0x0A || $0 == 0x0D }
         guard needsQuotes else {
-            out.append(contentsOf: value)
+            out.writeBytes(value)
             return
         }
-        out.append(UInt8(ascii: "\""))
+        out.writeInteger(UInt8(ascii: "\""))
         for byte in value {
-            if byte == UInt8(ascii: "\"") { out.append(byte) }
-            out.append(byte)
+            if byte == UInt8(ascii: "\"") { out.writeInteger(byte) }
+            out.writeInteger(byte)
         }
-        out.append(UInt8(ascii: "\""))
+        out.writeInteger(UInt8(ascii: "\""))
     }
 }

@@ -533,6 +533,7 @@ public struct PostgresSessionStateMachine: Sendable {
                 var buffer = ByteBuffer()
                 PostgresBackendMessage.authentication(.ok).encode(into: &buffer)
                 actions.append(.sendToClient(buffer))
+                pipeline.scramKeys = authenticator.scramKeys
                 self.store(pipeline)
             case .failed(.rejected(let fields)):
                 actions.append(.closeWithError(fields))

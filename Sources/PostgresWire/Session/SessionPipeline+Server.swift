@@ -584,6 +584,11 @@ extension SessionPipeline {
             } else {
                 result.plan = self.policy.plan(for: nil, columnCount: response.columnFormats.count)
             }
+            if result.plan?.isPassThrough == true {
+                // No field of this COPY is masked or scanned: its data goes out untouched.
+                result.plan = nil
+                return .started
+            }
             result.copyLayout = CopyLayout(format: copyOut.format, headerPending: copyOut.header)
         }
         result.copyOutMasking = result.copyLayout != nil || !self.policy.detectorGroups.isEmpty

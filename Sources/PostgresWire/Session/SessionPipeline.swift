@@ -142,6 +142,8 @@ final class SessionPipeline: @unchecked Sendable {
     var backendKey: PostgresBackendKey?
     var transactionStatus: PostgresBackendMessage.TransactionStatus = .idle
     var upstreamUser: String?
+    /// The keys of our own SCRAM login (injected credentials), for the gateway's next login.
+    var scramKeys: SCRAMSHA256Client.Keys?
     var database: String?
     private(set) var nextStatementID: UInt64 = 1
     /// The session ended (an error was sent or `Terminate` forwarded); the machine moves to `closed`.
@@ -602,8 +604,10 @@ final class SessionPipeline: @unchecked Sendable {
     }
 
     var info: PostgresSessionInfo {
-        PostgresSessionInfo(
+        var info = PostgresSessionInfo(
             backendKey: self.backendKey, parameters: self.parameters, upstreamUser: self.upstreamUser,
             database: self.database)
+        info.scramKeys = self.scramKeys
+        return info
     }
 }

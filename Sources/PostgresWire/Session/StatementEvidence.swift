@@ -168,6 +168,9 @@ public struct PostgresSessionInfo: Sendable, Hashable {
     public var upstreamUser: String?
     /// The database asked for in the startup message.
     public var database: String?
+    /// With injected credentials and SCRAM: the salted keys of the login, so the gateway's next login
+    /// with the same password skips PBKDF2 (`PostgresInjectedCredentials.scramKeys`). Never logged.
+    public var scramKeys: SCRAMSHA256Client.Keys?
 
     public init(
         backendKey: PostgresBackendKey?, parameters: [String: String], upstreamUser: String?, database: String?
