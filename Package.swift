@@ -132,7 +132,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "Capture", "Policy", "Audit",
+                "Gateway", "Capture", "Policy", "Audit", "PostgresWire", "Masking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
