@@ -323,7 +323,7 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
         gateway.registry.add(context.channel, session: session)
         let pipeline = context.pipeline.syncOperations
         do {
-            try pipeline.addHandler(PostgresClientSide(proxy: proxy))
+            try pipeline.addHandler(PostgresSideHandler(.client, proxy: proxy))
         } catch {
             fail(context: context, session: session, reason: .error, error: error)
             return

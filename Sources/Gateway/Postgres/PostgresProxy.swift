@@ -13,7 +13,7 @@ import PostgresWire
 /// the evidence log and the catalog, and keeps the two channels' backpressure honest.
 ///
 /// Both channels live on one event loop, and so does this object: nothing in it is locked.
-/// `PostgresClientSide` and `PostgresServerSide` are the handlers that feed it.
+/// `PostgresSideHandler` (one per channel) feeds it.
 final class PostgresProxy {
     typealias Machine = PostgresSessionStateMachine
 
@@ -537,7 +537,7 @@ final class PostgresProxy {
                     return
                 }
                 do {
-                    try channel.pipeline.syncOperations.addHandler(PostgresServerSide(proxy: this))
+                    try channel.pipeline.syncOperations.addHandler(PostgresSideHandler(.server, proxy: this))
                 } catch {
                     channel.close(promise: nil)
                     this.upstreamFailed(error)
@@ -640,50 +640,61 @@ final class PostgresProxy {
     fileprivate func serverAdded(_ context: ChannelHandlerContext) {
         server = context
     }
-
-    fileprivate func removed() {
-        client = nil
-        server = nil
-    }
 }
 
-/// The client channel's handler of a PostgreSQL session (added by `AdmissionHandler`).
-final class PostgresClientSide: ChannelDuplexHandler {
+/// The handler of either channel of a PostgreSQL session: it feeds the proxy (the client side is
+/// added by `AdmissionHandler`, the server side once the upstream connection exists).
+final class PostgresSideHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    enum Side { case client, server }
+
+    let side: Side
     private var proxy: PostgresProxy?
 
-    init(proxy: PostgresProxy) {
+    init(_ side: Side, proxy: PostgresProxy) {
+        self.side = side
         self.proxy = proxy
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        proxy?.clientAdded(context)
+        switch side {
+        case .client: proxy?.clientAdded(context)
+        case .server: proxy?.serverAdded(context)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        proxy?.clientRead(unwrapInboundIn(data))
+        switch side {
+        case .client: proxy?.clientRead(unwrapInboundIn(data))
+        case .server: proxy?.serverRead(unwrapInboundIn(data))
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        proxy?.clientReadComplete()
+        switch side {
+        case .client: proxy?.clientReadComplete()
+        case .server: proxy?.serverReadComplete()
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let proxy = self.proxy
-        proxy?.clientInactive()
+        switch side {
+        case .client: proxy?.clientInactive()
+        case .server: proxy?.serverInactive()
+        }
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let e = event as? ChannelEvent, e == .inputClosed {
-            // A PostgreSQL client that stops sending is gone (Terminate or not): end the session.
+            // A PostgreSQL peer that stops sending is gone (Terminate or not): end the session.
             context.close(promise: nil)
-        } else if let e = event as? TLSUserEvent, case .handshakeCompleted = e {
+        } else if side == .client, let e = event as? TLSUserEvent, case .handshakeCompleted = e {
             proxy?.clientTLSEstablished()
-        } else if event is GatewayShutdownEvent {
+        } else if side == .client, event is GatewayShutdownEvent {
             proxy?.shutdown()
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -691,71 +702,23 @@ final class PostgresClientSide: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        proxy?.caught(error, side: "client")
+        proxy?.caught(error, side: side == .client ? "client" : "server")
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        proxy?.clientWritabilityChanged()
-        context.fireChannelWritabilityChanged()
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if let proxy { proxy.clientWantsRead(context) } else { context.read() }
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        proxy = nil
-    }
-}
-
-/// The upstream channel's handler of a PostgreSQL session.
-final class PostgresServerSide: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    private var proxy: PostgresProxy?
-
-    init(proxy: PostgresProxy) {
-        self.proxy = proxy
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        proxy?.serverAdded(context)
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        proxy?.serverRead(unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        proxy?.serverReadComplete()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        proxy?.serverInactive()
-        context.fireChannelInactive()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let e = event as? ChannelEvent, e == .inputClosed {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
+        switch side {
+        case .client: proxy?.clientWritabilityChanged()
+        case .server: proxy?.serverWritabilityChanged()
         }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        proxy?.caught(error, side: "server")
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        proxy?.serverWritabilityChanged()
         context.fireChannelWritabilityChanged()
     }
 
     func read(context: ChannelHandlerContext) {
-        if let proxy { proxy.serverWantsRead(context) } else { context.read() }
+        switch (side, proxy) {
+        case (_, nil): context.read()
+        case (.client, let proxy?): proxy.clientWantsRead(context)
+        case (.server, let proxy?): proxy.serverWantsRead(context)
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
