@@ -77,6 +77,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Held statements waiting for approvers: requests, decisions, grant windows, expiry. Pure, no I/O.
+        .target(
+            name: "Approvals",
+            dependencies: ["Policy", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         // The control socket's messages and a blocking client; shared by daemon and CLI.
         .target(name: "Control"),
         // NIO listener, forwarding, upstream connector, control socket server.
@@ -128,6 +133,7 @@ let package = Package(
         ),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Policy"]),
         .testTarget(name: "AuditTests", dependencies: ["Audit"]),
+        .testTarget(name: "ApprovalsTests", dependencies: ["Approvals", "Policy"]),
         .testTarget(name: "ControlTests", dependencies: ["Control"]),
         .testTarget(
             name: "GatewayTests",
