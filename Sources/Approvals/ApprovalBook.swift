@@ -183,6 +183,9 @@ public struct ApprovalBook: Sendable {
 
     /// The open window that lets `identity`'s statement held by `rule` on `resource` run now, if
     /// any: same uid, same rule, same resource, not past its end. A lookup; nothing is counted.
+    ///
+    /// A window covers statements held *after* it opens; requests already pending stay pending
+    /// (each was shown to approvers as one statement and is decided as one).
     public func grant(for identity: Identity, rule: String, resource: String, now: Date) -> Grant? {
         windows.values.filter { g in
             g.holder.uid == identity.uid && g.rule == rule && g.resource == resource && now < g.until

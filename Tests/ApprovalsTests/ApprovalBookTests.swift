@@ -167,6 +167,32 @@ enum Fixture {
         #expect(e?.code == .unknownRequest)
     }
 
+    @Test func anApproverWhoApprovedMayStillDeny() throws {
+        var book = ApprovalBook()
+        let r = F.held(&book, rule: F.rule(required: 2))
+        _ = try book.approve(r.id, approver: F.alice, reason: nil, grant: nil, digest: r.statementDigest, now: F.at(1))
+        #expect(
+            try book.deny(r.id, approver: F.alice, reason: "wrong table", now: F.at(2)) == [
+                .denied(r, by: F.alice, reason: "wrong table")
+            ])
+        #expect(book.pending(now: F.at(3)).isEmpty)
+    }
+
+    @Test func finishedRequestsAreRememberedOnlyForAWhile() throws {
+        var book = ApprovalBook()
+        let first = F.held(&book)
+        _ = book.withdraw(first.id, now: F.at(0))
+        for _ in 0..<ApprovalBook.finishedMemory {
+            let r = F.held(&book)
+            _ = book.withdraw(r.id, now: F.at(0))
+        }
+        let e = #expect(throws: ApprovalError.self) {
+            try book.approve(
+                first.id, approver: F.alice, reason: nil, grant: nil, digest: first.statementDigest, now: F.at(1))
+        }
+        #expect(e?.code == .unknownRequest)
+    }
+
     // MARK: Time
 
     @Test func requestTimesOutAtItsDeadline() throws {
@@ -374,6 +400,19 @@ enum Fixture {
         let again = #expect(throws: ApprovalError.self) { try book.revokeGrant(g.id, by: F.bob, now: F.at(12)) }
         #expect(again?.code == .unknownGrant)
         #expect(book.expire(now: F.at(10_000)).isEmpty)
+    }
+
+    @Test func revokingAWindowPastItsEndReportsItExpired() throws {
+        var book = ApprovalBook()
+        let r = F.held(&book)
+        let events = try book.approve(
+            r.id, approver: F.alice, reason: nil, grant: .seconds(60), digest: r.statementDigest, now: F.at(0))
+        guard case .grantOpened(let g)? = events.last else {
+            Issue.record("no grant: \(events)")
+            return
+        }
+        #expect(try book.revokeGrant(g.id, by: F.alice, now: F.at(61)) == [.grantExpired(g)])
+        #expect(book.expire(now: F.at(62)).isEmpty)
     }
 
     @Test func holderMayGiveUpTheirWindow() throws {
