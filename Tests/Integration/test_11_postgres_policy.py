@@ -235,6 +235,38 @@ def test_column_masks_follow_the_source_column_and_detectors_catch_computed_valu
         assert secret not in text, f"{secret} reached the evidence log"
 
 
+def test_every_detector_on_real_rows(world, make_daemon):
+    admin_sql(world, """
+DROP TABLE IF EXISTS notes;
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+INSERT INTO notes VALUES
+  (1, 'card 4111 1111 1111 1111 on file'),
+  (2, 'write to dana@example.net'),
+  (3, 'ssn 078-05-1120 per form'),
+  (4, 'call +14155550123 after 5'),
+  (5, 'iban GB82WEST12345698765432 for refunds'),
+  (6, 'key AKIAIOSFODNN7EXAMPLE leaked'),
+  (7, 'nothing sensitive here');
+""")
+    d = make_daemon(rules="""\
+  - name: all-detectors
+    resources: [orders-db]
+    mask: { detectors: [credit_card, email, us_ssn, phone, iban, secret], with: redact }
+""")
+    before = d.last_index()
+    p = psql(world, "svc-ci", "SELECT body FROM notes ORDER BY id")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    originals = ["4111 1111 1111 1111", "dana@example.net", "078-05-1120", "+14155550123",
+                 "GB82WEST12345698765432", "AKIAIOSFODNN7EXAMPLE"]
+    for n, original in enumerate(originals):
+        assert original not in lines[n] and "[REDACTED]" in lines[n], (original, lines[n])
+    assert lines[6] == "nothing sensitive here"
+    entries = d.wait_entries(lambda es: of_kind(es, "statement.end"), after=before, what="the end")
+    matches = of_kind(entries, "statement.end")[0]["masking"]["detectors"]["matches"]
+    assert matches == {"credit_card": 1, "email": 1, "us_ssn": 1, "phone": 1, "iban": 1, "secret": 1}, matches
+
+
 def test_a_unique_violation_detail_is_masked(world, make_daemon, customers):
     d = make_daemon(start=False)
     d.write_config(rules=MASK_RULES, orders_db=credentials_yaml(d))
