@@ -6,10 +6,6 @@ import NIOPosix
 import Policy
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The data plane: listeners on loopback that receive redirected connections, and the sessions
 /// they become.
 public final class Gateway: Sendable {
@@ -44,20 +40,10 @@ public final class Gateway: Sendable {
     /// A client bootstrap for upstream connections: the daemon's mark (exempt from capture), the
     /// connect timeout, no Nagle, half-close allowed.
     func upstreamBootstrap(on eventLoop: any EventLoop) -> ClientBootstrap {
-        Self.upstreamBootstrap(settings: runtime.policy.config.daemon, on: eventLoop)
+        PostgresUpstreamConnector.bootstrap(on: eventLoop, socket: upstreamSocketSettings)
     }
 
-    static func upstreamBootstrap(settings: DaemonSettings, on eventLoop: any EventLoop) -> ClientBootstrap {
-        let markOption = ChannelOptions.Types.SocketOption(
-            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_MARK))
-        return ClientBootstrap(group: eventLoop)
-            .channelOption(markOption, value: SocketOptionValue(Int32(bitPattern: settings.upstreamMark)))
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.nanoseconds(settings.connectTimeout.nanosecondsClamped))
-    }
-
-    /// The socket options of PostgreSQL upstream connections (`PostgresUpstreamConnector`).
+    /// The socket options of every upstream connection (`PostgresUpstreamConnector`).
     var upstreamSocketSettings: PostgresUpstreamConnector.SocketSettings {
         Self.upstreamSocketSettings(runtime.policy.config.daemon)
     }

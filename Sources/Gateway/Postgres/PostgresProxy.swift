@@ -33,6 +33,8 @@ final class PostgresProxy {
     private let applianceCA: ApplianceCA?
     /// How the upstream leg does TLS (or why it cannot: a policy error caught at load, kept for safety).
     private let upstreamTLS: Result<UpstreamTLS, GatewayTLSError>
+    /// The original destination as a socket address (the server, its catalog and cancel connections).
+    private let upstreamAddress: Result<SocketAddress, any Error>
     private var clientTLS = false
     /// Where this resource's SCRAM keys are cached (injected credentials only).
     private let scramCacheKey: String?
@@ -82,7 +84,9 @@ final class PostgresProxy {
             credentials?.scramKeys = keys
         }
         self.injected = credentials != nil
-        let upstream = try? session.destination.socketAddress
+        let upstreamAddress = Result { try session.destination.socketAddress }
+        self.upstreamAddress = upstreamAddress
+        let upstream = try? upstreamAddress.get()
         let upstreamTLS = Result { () throws(GatewayTLSError) in try policy.upstreamTLS.settings(for: resource) }
         self.upstreamTLS = upstreamTLS
         let catalog = credentials.flatMap { c in
@@ -397,7 +401,7 @@ final class PostgresProxy {
         if let keys = info.scramKeys, let key = scramCacheKey {
             gateway.scramKeys.store(keys, for: key)
         }
-        if let key = info.backendKey, let address = try? session.destination.socketAddress {
+        if let key = info.backendKey, let address = try? upstreamAddress.get() {
             cancelKey = key
             gateway.cancels.register(
                 key,
@@ -510,7 +514,7 @@ final class PostgresProxy {
         upstream = .connecting(queued: [startup])
         let target: SocketAddress
         do {
-            target = try session.destination.socketAddress
+            target = try upstreamAddress.get()
         } catch {
             upstreamFailed(error)
             return

@@ -60,6 +60,17 @@ public enum PostgresUpstreamConnector {
         to address: SocketAddress, on eventLoop: any EventLoop, socket: SocketSettings, tls: UpstreamTLS,
         negotiationTimeout: TimeAmount? = nil
     ) -> EventLoopFuture<Connection> {
+        let timeout = negotiationTimeout ?? socket.connectTimeout
+        return bootstrap(on: eventLoop, socket: socket).connect(to: address).flatMap { channel in
+            negotiateTLS(on: channel, tls: tls, timeout: timeout).map {
+                Connection(channel: channel, negotiatedTLS: $0)
+            }
+        }
+    }
+
+    /// A client bootstrap with `socket`'s options: every upstream connection of the daemon (PostgreSQL
+    /// sessions, their catalog and cancel connections, plain TCP resources) is made with one.
+    public static func bootstrap(on eventLoop: any EventLoop, socket: SocketSettings) -> ClientBootstrap {
         var bootstrap = ClientBootstrap(group: eventLoop)
             .channelOption(.allowRemoteHalfClosure, value: socket.allowRemoteHalfClosure)
             .channelOption(.tcpOption(.tcp_nodelay), value: socket.tcpNoDelay ? 1 : 0)
@@ -70,12 +81,7 @@ public enum PostgresUpstreamConnector {
                     level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_MARK)),
                 value: SocketOptionValue(mark))
         }
-        let timeout = negotiationTimeout ?? socket.connectTimeout
-        return bootstrap.connect(to: address).flatMap { channel in
-            negotiateTLS(on: channel, tls: tls, timeout: timeout).map {
-                Connection(channel: channel, negotiatedTLS: $0)
-            }
-        }
+        return bootstrap
     }
 
     /// Negotiates TLS on a connected channel whose pipeline the caller has not used yet.

@@ -318,31 +318,14 @@ extension SessionPipeline {
             }
             actions.append(.sendToClient(framed.frame))
             return .keep
-        case .copyOutResponse(let response):
+        case .copyOutResponse, .copyData, .copyDone:
             let copyOut = progress.index < progress.copyOuts.count ? progress.copyOuts[progress.index] : nil
-            switch self.startCopyOut(response, copyOut, framed: framed, result: &progress.result, into: &actions) {
-            case .refused:
-                self.restore(.simpleQuery(progress))
-                self.refuseBinaryCopy(into: &actions)
-                return .handled
-            case .held:
-                return .keep
-            case .started:
-                actions.append(.sendToClient(framed.frame))
+            guard let failure = self.copyOutMessage(framed, copyOut, result: &progress.result, into: &actions) else {
                 return .keep
             }
-        case .copyData(let data):
-            guard self.forwardCopyData(data, frame: framed.frame, result: &progress.result, into: &actions) else {
-                self.restore(.simpleQuery(progress))
-                self.serverViolation("COPY row whose width differs from its description", into: &actions)
-                return .handled
-            }
-            return .keep
-        case .copyDone:
-            progress.result.copyOutMasking = false
-            progress.result.copyLayout = nil
-            actions.append(.sendToClient(framed.frame))
-            return .keep
+            self.restore(.simpleQuery(progress))
+            self.failCopyOut(failure, into: &actions)
+            return .handled
         case .readyForQuery(let status):
             self.transactionStatus = status
             while progress.index < progress.ids.count {
@@ -429,32 +412,14 @@ extension SessionPipeline {
             self.enterCopyIn()
             actions.append(.sendToClient(framed.frame))
             return .keep
-        case .copyOutResponse(let response):
-            switch self.startCopyOut(
-                response, progress.copyOut, framed: framed, result: &progress.result, into: &actions)
-            {
-            case .refused:
-                self.restore(.execute(progress))
-                self.refuseBinaryCopy(into: &actions)
-                return .handled
-            case .held:
-                return .keep
-            case .started:
-                actions.append(.sendToClient(framed.frame))
+        case .copyOutResponse, .copyData, .copyDone:
+            guard let failure = self.copyOutMessage(framed, progress.copyOut, result: &progress.result, into: &actions)
+            else {
                 return .keep
             }
-        case .copyData(let data):
-            guard self.forwardCopyData(data, frame: framed.frame, result: &progress.result, into: &actions) else {
-                self.restore(.execute(progress))
-                self.serverViolation("COPY row whose width differs from its description", into: &actions)
-                return .handled
-            }
-            return .keep
-        case .copyDone:
-            progress.result.copyOutMasking = false
-            progress.result.copyLayout = nil
-            actions.append(.sendToClient(framed.frame))
-            return .keep
+            self.restore(.execute(progress))
+            self.failCopyOut(failure, into: &actions)
+            return .handled
         default:
             self.restore(.execute(progress))
             self.serverViolation("\(framed.message.name) in answer to Execute", into: &actions)
@@ -548,6 +513,46 @@ extension SessionPipeline {
             kept.append(next)
         }
         self.expectations = kept
+    }
+
+    /// Why a `COPY ... TO STDOUT` ends the session.
+    enum CopyOutFailure {
+        /// Binary output cannot be masked.
+        case binary
+        /// A row's width differs from the COPY's description.
+        case rowWidth
+    }
+
+    /// `CopyOutResponse`, `CopyData` and `CopyDone` of a statement's result, the same in a simple query and an
+    /// `Execute`. Returns the failure that ends the session (the caller restores its expectation, then calls
+    /// ``failCopyOut(_:into:)``), or `nil` when the message was handled.
+    private func copyOutMessage(
+        _ framed: ServerMessage, _ copyOut: CopyOutput?, result: inout ResultProgress, into actions: inout [Action]
+    ) -> CopyOutFailure? {
+        switch framed.message {
+        case .copyOutResponse(let response):
+            switch self.startCopyOut(response, copyOut, framed: framed, result: &result, into: &actions) {
+            case .refused: return .binary
+            case .held: return nil
+            case .started:
+                actions.append(.sendToClient(framed.frame))
+                return nil
+            }
+        case .copyData(let data):
+            return self.forwardCopyData(data, frame: framed.frame, result: &result, into: &actions) ? nil : .rowWidth
+        default:
+            result.copyOutMasking = false
+            result.copyLayout = nil
+            actions.append(.sendToClient(framed.frame))
+            return nil
+        }
+    }
+
+    private func failCopyOut(_ failure: CopyOutFailure, into actions: inout [Action]) {
+        switch failure {
+        case .binary: self.refuseBinaryCopy(into: &actions)
+        case .rowWidth: self.serverViolation("COPY row whose width differs from its description", into: &actions)
+        }
     }
 
     enum CopyStart {
