@@ -88,7 +88,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Capture", "Policy", "Audit", "Control", "PostgresWire", "Masking", "SQL",
+                "Capture", "Policy", "Audit", "Control", "PostgresWire", "Masking", "SQL", "Approvals",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -30,12 +30,21 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case auditList = "audit.list"
     case reload
     case uninstall
+    case approvalsList = "approvals.list"
+    case approvalsApprove = "approvals.approve"
+    case approvalsDeny = "approvals.deny"
+    case approvalsWatch = "approvals.watch"
+    case approvalsGrants = "approvals.grants"
+    case approvalsRevoke = "approvals.revoke"
 
-    /// The least access a peer needs for this command.
+    /// The least access a peer needs for this command. Approvals need none at the socket: approvers
+    /// are whoever the rules name, and the daemon checks each request and decision against them.
     public var requiredAccess: AccessLevel {
         switch self {
         case .status, .rulesShow, .auditList: .read
         case .reload, .uninstall: .admin
+        case .approvalsList, .approvalsApprove, .approvalsDeny, .approvalsWatch, .approvalsGrants, .approvalsRevoke:
+            .none
         }
     }
 }
@@ -43,10 +52,186 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
 public struct ControlRequest: Codable, Sendable, Equatable {
     public var command: ControlCommand
     public var audit: AuditQueryArgs?
+    public var approval: ApprovalArgs?
 
-    public init(command: ControlCommand, audit: AuditQueryArgs? = nil) {
+    public init(command: ControlCommand, audit: AuditQueryArgs? = nil, approval: ApprovalArgs? = nil) {
         self.command = command
         self.audit = audit
+        self.approval = approval
+    }
+}
+
+/// Arguments of the `approvals.*` commands.
+public struct ApprovalArgs: Codable, Sendable, Equatable {
+    /// `approve`, `deny`: the request (`apr-...`); `revoke`: the grant (`grt-...`).
+    public var id: String?
+    /// `approve`: the digest of the statement the approver read (from `approvals list`); the
+    /// approval binds to it and releases that statement only.
+    public var digest: String?
+    public var reason: String?
+    /// `approve --grant`: a window such as `30m`, `1h`, `90s`.
+    public var grant: String?
+    /// `watch`: only events after this sequence number; nil: from now.
+    public var after: UInt64?
+    /// `watch`: how long the daemon may wait for an event before answering with none (1...60 s).
+    public var waitSeconds: Int?
+
+    public init(
+        id: String? = nil, digest: String? = nil, reason: String? = nil, grant: String? = nil, after: UInt64? = nil,
+        waitSeconds: Int? = nil
+    ) {
+        self.id = id
+        self.digest = digest
+        self.reason = reason
+        self.grant = grant
+        self.after = after
+        self.waitSeconds = waitSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, digest, reason, grant, after
+        case waitSeconds = "wait_seconds"
+    }
+}
+
+/// Who opened a held statement's connection, as the gateway identified it.
+public struct RequesterInfo: Codable, Sendable, Equatable {
+    public var uid: UInt32
+    public var user: String?
+    public var unit: String?
+    public var pid: Int32?
+    public var executable: String?
+
+    public init(uid: UInt32, user: String?, unit: String?, pid: Int32?, executable: String?) {
+        self.uid = uid
+        self.user = user
+        self.unit = unit
+        self.pid = pid
+        self.executable = executable
+    }
+}
+
+/// A pending approval request as `approvals list` shows it.
+public struct ApprovalInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var requester: RequesterInfo
+    public var resource: String
+    public var session: String
+    public var rule: String
+    /// The statement, masked by the content detectors (and literals redacted if the policy says so).
+    public var statement: String
+    /// HMAC-SHA256 of the exact statement and its parameters: what an approval binds to.
+    public var digest: String
+    /// The rule's approvers (`group:dba`, `user:alice`).
+    public var approvers: String
+    public var required: Int
+    /// Who approved so far (fewer than `required`).
+    public var approvedBy: [String]
+    public var createdAt: String
+    public var deadline: String
+    public var ageSeconds: Int
+    public var secondsLeft: Int
+    /// The longest `--grant` the rule allows, in seconds; nil: none.
+    public var maximumGrantSeconds: Int?
+    /// Whether the peer asking may decide this request.
+    public var mayDecide: Bool
+
+    public init(
+        id: String, requester: RequesterInfo, resource: String, session: String, rule: String, statement: String,
+        digest: String, approvers: String, required: Int, approvedBy: [String], createdAt: String, deadline: String,
+        ageSeconds: Int, secondsLeft: Int, maximumGrantSeconds: Int?, mayDecide: Bool
+    ) {
+        self.id = id
+        self.requester = requester
+        self.resource = resource
+        self.session = session
+        self.rule = rule
+        self.statement = statement
+        self.digest = digest
+        self.approvers = approvers
+        self.required = required
+        self.approvedBy = approvedBy
+        self.createdAt = createdAt
+        self.deadline = deadline
+        self.ageSeconds = ageSeconds
+        self.secondsLeft = secondsLeft
+        self.maximumGrantSeconds = maximumGrantSeconds
+        self.mayDecide = mayDecide
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, requester, resource, session, rule, statement, digest, approvers, required, deadline
+        case approvedBy = "approved_by"
+        case createdAt = "created_at"
+        case ageSeconds = "age_seconds"
+        case secondsLeft = "seconds_left"
+        case maximumGrantSeconds = "maximum_grant_seconds"
+        case mayDecide = "may_decide"
+    }
+}
+
+/// An open grant window as `approvals grants` shows it.
+public struct GrantInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var holder: RequesterInfo
+    public var rule: String
+    public var resource: String
+    public var request: String
+    public var approvedBy: [String]
+    public var openedAt: String
+    public var until: String
+    public var secondsLeft: Int
+    public var uses: Int
+
+    public init(
+        id: String, holder: RequesterInfo, rule: String, resource: String, request: String, approvedBy: [String],
+        openedAt: String, until: String, secondsLeft: Int, uses: Int
+    ) {
+        self.id = id
+        self.holder = holder
+        self.rule = rule
+        self.resource = resource
+        self.request = request
+        self.approvedBy = approvedBy
+        self.openedAt = openedAt
+        self.until = until
+        self.secondsLeft = secondsLeft
+        self.uses = uses
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, holder, rule, resource, request, until, uses
+        case approvedBy = "approved_by"
+        case openedAt = "opened_at"
+        case secondsLeft = "seconds_left"
+    }
+}
+
+/// One thing that happened to a request or a window, as `approvals watch` streams it.
+public struct ApprovalEventInfo: Codable, Sendable, Equatable {
+    /// Increasing; pass the last one seen as `after` to continue.
+    public var sequence: UInt64
+    /// `requested`, `approved`, `denied`, `timed_out`, `withdrawn`, `grant_opened`, `grant_used`,
+    /// `grant_revoked`, `grant_expired`.
+    public var event: String
+    public var at: String
+    public var request: ApprovalInfo?
+    public var grant: GrantInfo?
+    /// The approver, denier or revoker.
+    public var by: String?
+    public var reason: String?
+
+    public init(
+        sequence: UInt64, event: String, at: String, request: ApprovalInfo? = nil, grant: GrantInfo? = nil,
+        by: String? = nil, reason: String? = nil
+    ) {
+        self.sequence = sequence
+        self.event = event
+        self.at = at
+        self.request = request
+        self.grant = grant
+        self.by = by
+        self.reason = reason
     }
 }
 
@@ -102,10 +287,19 @@ public struct ControlResponse: Codable, Sendable {
     public var entries: [String]?
     /// A sentence for people (`reload`: what changed).
     public var message: String?
+    /// `approvals.list`.
+    public var approvals: [ApprovalInfo]?
+    /// `approvals.grants`, and `approvals.approve` when it opened a window.
+    public var grants: [GrantInfo]?
+    /// `approvals.watch`: events after `after`, oldest first (empty when the wait ran out).
+    public var events: [ApprovalEventInfo]?
+    /// `approvals.watch`: the newest sequence number (pass it back as `after`).
+    public var sequence: UInt64?
 
     public init(
         ok: Bool, error: ControlFailure? = nil, status: StatusReport? = nil, rules: RulesReport? = nil,
-        entries: [String]? = nil, message: String? = nil
+        entries: [String]? = nil, message: String? = nil, approvals: [ApprovalInfo]? = nil,
+        grants: [GrantInfo]? = nil, events: [ApprovalEventInfo]? = nil, sequence: UInt64? = nil
     ) {
         self.ok = ok
         self.error = error
@@ -113,6 +307,10 @@ public struct ControlResponse: Codable, Sendable {
         self.rules = rules
         self.entries = entries
         self.message = message
+        self.approvals = approvals
+        self.grants = grants
+        self.events = events
+        self.sequence = sequence
     }
 
     public static func failure(_ code: String, _ message: String) -> ControlResponse {

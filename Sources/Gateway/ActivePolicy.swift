@@ -37,6 +37,8 @@ public struct ActivePolicy: Sendable {
     /// Per resource with credentials: what the SCRAM key cache files its keys under (resource, user and
     /// a digest of the password: a changed password never reuses keys derived from the old one).
     var scramCacheKeys: [String: String] = [:]
+    /// The HMAC keys of `approve.webhook`s, by rule name; read at compile like passwords.
+    var webhookSecrets: [String: [UInt8]] = [:]
     /// The appliance CA, loaded when a postgres resource offers TLS to its clients (`tls.client: offer`).
     public var applianceCA: ApplianceCA?
     /// Upstream TLS contexts of this policy; made anew per load, so a reload reads changed CA files.
@@ -130,11 +132,18 @@ public struct ActivePolicy: Sendable {
             let passwordDigest = SHA256.hash(data: Array(login.password.utf8)).map { String(format: "%02x", $0) }
             scramCacheKeys[name] = "\(name)\u{0}\(login.user)\u{0}\(passwordDigest.joined())"
         }
-        return ActivePolicy(
+        var webhookSecrets: [String: [UInt8]] = [:]
+        for rule in config.rules {
+            guard let webhook = rule.approve?.webhook else { continue }
+            webhookSecrets[rule.name] = try readSecret(webhook.secret).bytes
+        }
+        var policy = ActivePolicy(
             config: config, resources: table, captured: captured, ruleset: ruleset, daemonUID: daemonUID,
             digest: digest, loadedAt: now, rules: rules, masker: Masker(hashKey: maskKey),
             postgresCredentials: credentials, scramCacheKeys: scramCacheKeys, applianceCA: applianceCA,
             upstreamTLS: upstreamTLS)
+        policy.webhookSecrets = webhookSecrets
+        return policy
     }
 
     /// The CA (only when a resource offers TLS to clients: otherwise its files need not exist) and

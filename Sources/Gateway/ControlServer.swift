@@ -1,3 +1,4 @@
+import Approvals
 import Audit
 import Capture
 import Control
@@ -29,9 +30,24 @@ public final class ControlService: Sendable {
     let logger: Logger
     let requestShutdown: @Sendable () -> Void
     let version: String
+    /// The gateway's held statements; nil when no gateway runs (tests of the other commands).
+    let approvals: ApprovalCenter?
 
-    public init(runtime: Runtime, version: String, logger: Logger, requestShutdown: @escaping @Sendable () -> Void) {
+    public convenience init(
+        runtime: Runtime, gateway: Gateway? = nil, version: String, logger: Logger,
+        requestShutdown: @escaping @Sendable () -> Void
+    ) {
+        self.init(
+            runtime: runtime, approvals: gateway?.approvals, version: version, logger: logger,
+            requestShutdown: requestShutdown)
+    }
+
+    init(
+        runtime: Runtime, approvals: ApprovalCenter?, version: String, logger: Logger,
+        requestShutdown: @escaping @Sendable () -> Void
+    ) {
         self.runtime = runtime
+        self.approvals = approvals
         self.version = version
         self.logger = logger
         self.requestShutdown = requestShutdown
@@ -88,6 +104,95 @@ public final class ControlService: Sendable {
             }
             requestShutdown()
             return ControlResponse(ok: true, message: "ruleset removed; interlockd is stopping")
+        case .approvalsList, .approvalsApprove, .approvalsDeny, .approvalsWatch, .approvalsGrants, .approvalsRevoke:
+            guard let approvals else { return .failure("internal", "no gateway runs in this process") }
+            return handleApprovals(request, from: peer, approvals)
+        }
+    }
+
+    /// The peer as approval rules see it: uid, name and every group it is in.
+    func identity(of peer: ControlPeer) -> Identity {
+        var identity = Identity(uid: peer.uid)
+        identity.gid = peer.gid
+        identity.pid = peer.pid
+        if let account = runtime.accounts.user(uid: peer.uid) {
+            identity.user = account.name
+            identity.groups = runtime.accounts.groupNames(ofUser: account.name, primaryGID: account.gid)
+        } else if peer.uid == 0 {
+            identity.user = "root"
+        }
+        return identity
+    }
+
+    func handleApprovals(
+        _ request: ControlRequest, from peer: ControlPeer, _ approvals: ApprovalCenter
+    )
+        -> ControlResponse
+    {
+        let me = identity(of: peer)
+        let args = request.approval ?? ApprovalArgs()
+        let now = Date()
+        // Auditors and admins see everything; others see what they may decide and their own requests.
+        func visible(_ r: ApprovalRequest) -> Bool {
+            peer.access >= .read || r.approvers.matches(me) || r.requester.uid == me.uid
+        }
+        func visible(_ g: Grant) -> Bool {
+            peer.access >= .read || g.approvers.matches(me) || g.holder.uid == me.uid
+        }
+        do throws(ApprovalError) {
+            switch request.command {
+            case .approvalsList:
+                let list = approvals.pending().filter { visible($0.request) }.map { p in
+                    ApprovalCenter.info(
+                        p.request, approvals: p.approvals, now: now,
+                        mayDecide: p.request.approvers.matches(me) && p.request.requester.uid != me.uid
+                            && !p.approvals.contains { $0.approver.uid == me.uid })
+                }
+                return ControlResponse(ok: true, approvals: list)
+            case .approvalsGrants:
+                let list = approvals.grants().filter { visible($0.grant) }.map {
+                    ApprovalCenter.info($0.grant, now: now)
+                }
+                return ControlResponse(ok: true, grants: list)
+            case .approvalsApprove:
+                guard let id = args.id, let digest = args.digest else {
+                    return .failure("bad_request", "approve needs the request id and the statement digest")
+                }
+                var grant: Duration?
+                if let text = args.grant {
+                    guard let d = parseDuration(text) else {
+                        return .failure("bad_request", "--grant: cannot read duration '\(text)' (try 30m, 1h, 90s)")
+                    }
+                    grant = d
+                }
+                let (message, opened) = try approvals.approve(
+                    id, by: me, reason: args.reason, grant: grant, digest: digest)
+                logger.notice("approval", metadata: ["request": "\(id)", "by": "\(me.displayName)"])
+                return ControlResponse(
+                    ok: true, message: message, grants: opened.map { [ApprovalCenter.info($0, now: now)] })
+            case .approvalsDeny:
+                guard let id = args.id else { return .failure("bad_request", "deny needs the request id") }
+                let message = try approvals.deny(id, by: me, reason: args.reason ?? "")
+                logger.notice("denial", metadata: ["request": "\(id)", "by": "\(me.displayName)"])
+                return ControlResponse(ok: true, message: message)
+            case .approvalsRevoke:
+                guard let id = args.id else { return .failure("bad_request", "revoke needs the grant id") }
+                return ControlResponse(ok: true, message: try approvals.revoke(id, by: me))
+            case .approvalsWatch:
+                let wait = min(max(args.waitSeconds ?? 25, 1), 60)
+                let (shown, sequence) = approvals.events(
+                    after: args.after, visibleTo: me, all: peer.access >= .read, wait: .seconds(wait))
+                return ControlResponse(ok: true, events: shown, sequence: sequence)
+            default:
+                return .failure("bad_request", "not an approvals command")
+            }
+        } catch {
+            logger.notice(
+                "approval refused",
+                metadata: [
+                    "command": "\(request.command.rawValue)", "by": "\(me.displayName)", "code": "\(error.code)",
+                ])
+            return .failure(error.code.description, error.message)
         }
     }
 

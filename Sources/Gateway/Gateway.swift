@@ -18,9 +18,12 @@ public final class Gateway: Sendable {
     let catalog: PostgresCatalog
     /// SCRAM keys of injected logins, so each captured connection skips PBKDF2.
     let scramKeys = SCRAMKeyCache()
+    /// Statements held for approval, decisions, grant windows.
+    let approvals: ApprovalCenter
     let logger: Logger
     let group: any EventLoopGroup
     private let serverChannels = Mutex<[any Channel]>([])
+    private let approvalSweep = Mutex<RepeatedTask?>(nil)
 
     var counters: Counters { runtime.counters }
 
@@ -30,6 +33,11 @@ public final class Gateway: Sendable {
         self.group = group
         self.logger = logger
         self.cancels = CancelRegistry()
+        var webhookSettings = WebhookNotifier.Settings()
+        webhookSettings.upstreamMark = runtime.policy.config.daemon.upstreamMark
+        self.approvals = ApprovalCenter(
+            audit: runtime.audit,
+            webhook: WebhookNotifier(group: group, settings: webhookSettings, logger: logger), logger: logger)
         self.catalog = PostgresCatalog(logger: logger) { [runtime] address, tls, eventLoop in
             PostgresUpstreamConnector.connect(
                 to: address, on: eventLoop, socket: Self.upstreamSocketSettings(runtime.policy.config.daemon), tls: tls
@@ -78,7 +86,18 @@ public final class Gateway: Sendable {
             serverChannels.withLock { $0.append(channel) }
             if let a = channel.localAddress { bound.append(a) }
         }
+        let approvals = self.approvals
+        let sweep = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            approvals.sweep()
+        }
+        approvalSweep.withLock { $0 = sweep }
         return bound
+    }
+
+    /// Records the approval requests the previous run left pending (lost with their connections).
+    /// Call once at start, after `daemon.started`.
+    public func recordApprovalsLostAtRestart() {
+        approvals.recordLostAtStart()
     }
 
     /// Stops accepting, ends every live session (recorded with reason `shutdown`) and waits for
@@ -89,6 +108,10 @@ public final class Gateway: Sendable {
             return s
         }
         for s in servers { try? await s.close() }
+        approvalSweep.withLock { task in
+            task?.cancel()
+            task = nil
+        }
         let live = registry.all()
         for channel in live {
             channel.pipeline.fireUserInboundEventTriggered(GatewayShutdownEvent())

@@ -64,7 +64,9 @@ struct Interlock: ParsableCommand {
         commandName: "interlock",
         abstract: "Operate, inspect and audit interlockd.",
         subcommands: [
-            Status.self, Rules.self, Audit.self, Reload.self, PolicyCommand.self, TLSCommand.self, Uninstall.self,
+            Status.self, Rules.self, Audit.self, ApprovalsCommand.self, Reload.self, PolicyCommand.self,
+            TLSCommand.self,
+            Uninstall.self,
         ])
 }
 

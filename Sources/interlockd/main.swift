@@ -158,7 +158,8 @@ let gateway = Gateway(
     runtime: runtime,
     inspector: KernelInspector(sockDiag: sockDiag, conntrack: conntrack, resolver: IdentityResolver()), group: group,
     logger: logger)
-let controlService = ControlService(runtime: runtime, version: interlockVersion, logger: logger) {
+gateway.recordApprovalsLostAtRestart()
+let controlService = ControlService(runtime: runtime, gateway: gateway, version: interlockVersion, logger: logger) {
     kill(getpid(), SIGTERM)
 }
 let control = ControlServer(service: controlService, group: group, logger: logger)

@@ -13,6 +13,9 @@ final class CancelRegistry: Sendable {
         var uid: UInt32
         var resource: String
         var upstream: SocketAddress
+        /// Tells the owning session a cancel for it was allowed (a statement held for approval is
+        /// withdrawn: the server has nothing to cancel for it).
+        var interrupt: @Sendable () -> Void
     }
 
     private let targets = Mutex<[PostgresBackendKey: Target]>([:])

@@ -17,6 +17,7 @@ enum PostgresEvidence {
         switch e.decision {
         case .allow: entry.string("decision", "allow")
         case .block: entry.string("decision", "block")
+        case .approve: entry.string("decision", "approve")
         }
         if case .functionCall(let oid) = e.origin { entry.uint("function_oid", UInt64(oid)) }
         entry.strings("kinds", e.kinds)
@@ -37,8 +38,12 @@ enum PostgresEvidence {
             entry.int("query_index", Int64(index))
             entry.int("query_statements", Int64(count))
         }
-        if case .block(let rule, let reason) = e.decision {
+        switch e.decision {
+        case .allow: break
+        case .block(let rule, let reason):
             entry.string("reason", reason)
+            entry.string("rule", rule)
+        case .approve(let rule):
             entry.string("rule", rule)
         }
         entry.uint("statement", e.id.rawValue)
@@ -54,21 +59,9 @@ enum PostgresEvidence {
         -> AuditEntryBuilder
     {
         var entry = AuditEntryBuilder(kind: "statement.end", subject: subject, capacity: 256)
-        var result: String
-        var sqlState: String?
-        switch o.result {
-        case .completed(let tag):
-            result = "completed"
-            entry.string("command_tag", tag)
-        case .emptyQuery: result = "empty_query"
-        case .suspended: result = "suspended"
-        case .failed(let state):
-            result = "failed"
-            sqlState = state
-        case .notExecuted: result = "not_executed"
-        case .unaccounted: result = "unaccounted"
-        case .connectionClosed: result = "connection_closed"
-        }
+        if case .notApproved(let why) = o.result { entry.string("approval", why) }
+        let (result, sqlState) = resultName(o.result)
+        if case .completed(let tag) = o.result { entry.string("command_tag", tag) }
         if let us = durationMicroseconds { entry.int("duration_us", us) }
         if !o.masking.isEmpty {
             var masking: [String: AuditValue] = [:]
@@ -89,6 +82,20 @@ enum PostgresEvidence {
         if let sqlState { entry.string("sqlstate", sqlState) }
         entry.uint("statement", o.id.rawValue)
         return entry
+    }
+
+    /// `statement.end`'s `result` and `sqlstate` for an outcome.
+    static func resultName(_ result: StatementOutcome.Result) -> (String, String?) {
+        switch result {
+        case .completed: ("completed", nil)
+        case .emptyQuery: ("empty_query", nil)
+        case .suspended: ("suspended", nil)
+        case .failed(let state): ("failed", state)
+        case .notExecuted: ("not_executed", nil)
+        case .unaccounted: ("unaccounted", nil)
+        case .connectionClosed: ("connection_closed", nil)
+        case .notApproved: ("not_approved", nil)
+        }
     }
 
     /// Which detectors fired and how many values they rewrote; counts only, never a value.

@@ -1,3 +1,4 @@
+import Approvals
 import Audit
 import Logging
 import NIOCore
@@ -67,6 +68,21 @@ final class PostgresProxy {
     /// Statements whose completion changes the catalog's names (ALTER ... RENAME), to drop the cache.
     private var alteringStatements: Set<StatementID> = []
     private var idle: IdleWatch?
+    /// HMAC keys of approval webhooks, by rule (from the policy this session started under).
+    private let webhookSecrets: [String: [UInt8]]
+
+    /// The statement held for approval: the machine's id for it, its statements, and the request once
+    /// the approval center made one; `cancelled` when a cancel came before that.
+    private struct Held {
+        var id: StatementID
+        var statements: [StatementID]
+        var request: String?
+        var cancelled = false
+    }
+    private var held: Held?
+    /// Statements released by an approval or a grant window, with the request or grant that released
+    /// them, for `approval.executed`.
+    private var released: [StatementID: String] = [:]
 
     init(gateway: Gateway, session: ProxySession, resource: Resource, policy: ActivePolicy, eventLoop: any EventLoop) {
         self.gateway = gateway
@@ -74,6 +90,7 @@ final class PostgresProxy {
         self.resource = resource
         self.eventLoop = eventLoop
         self.settings = policy.config.daemon
+        self.webhookSecrets = policy.webhookSecrets
         self.subject = AuditSubject(
             user: session.identity.user ?? "uid:\(session.identity.uid)", resource: resource.name, session: session.id)
         let size = policy.config.maxMessageSize(for: resource)
@@ -291,6 +308,8 @@ final class PostgresProxy {
             started[id] = .now()
         case .statementCompleted(let outcome):
             completed(outcome)
+        case .requestApproval(let hold):
+            requestApproval(hold)
         case .resolveColumns(let columns):
             resolve(columns)
         case .describeCopy(let query):
@@ -384,6 +403,11 @@ final class PostgresProxy {
     }
 
     private func completed(_ outcome: StatementOutcome) {
+        if let by = released.removeValue(forKey: outcome.id) {
+            let (result, sqlState) = PostgresEvidence.resultName(outcome.result)
+            gateway.approvals.executed(
+                request: by, subject: subject, statement: outcome.id.rawValue, result: result, sqlState: sqlState)
+        }
         let duration = started.removeValue(forKey: outcome.id).map { (NIODeadline.now() - $0).nanoseconds / 1000 }
         if alteringStatements.remove(outcome.id) != nil, case .completed = outcome.result {
             catalog?.invalidate()
@@ -406,7 +430,10 @@ final class PostgresProxy {
             gateway.cancels.register(
                 key,
                 CancelRegistry.Target(
-                    session: session.id, uid: session.identity.uid, resource: resource.name, upstream: address))
+                    session: session.id, uid: session.identity.uid, resource: resource.name, upstream: address,
+                    interrupt: { [eventLoop, bound = NIOLoopBound(self, eventLoop: eventLoop)] in
+                        eventLoop.execute { bound.value.cancelWhileHeld() }
+                    }))
         }
         catalog?.use(database: info.database ?? info.upstreamUser ?? "")
         session.logger.debug("postgres session established", metadata: ["database": "\(info.database ?? "")"])
@@ -460,6 +487,7 @@ final class PostgresProxy {
                 return
             }
             guard decision == "allow", let target else { return }
+            target.interrupt()
             eventLoop.execute {
                 gateway.connectUpstream(to: target.upstream, on: eventLoop).whenComplete { result in
                     guard case .success(let channel) = result else {
@@ -472,6 +500,171 @@ final class PostgresProxy {
                 }
             }
         }
+    }
+
+    // MARK: approvals
+
+    /// An `approve:` rule holds a statement: ask the approval center (an open grant window lets it
+    /// through at once), tell the client it waits, and run or fail it on the verdict.
+    private func requestApproval(_ hold: PostgresApprovalHold) {
+        held = Held(id: hold.id, statements: hold.statements)
+        let statement = HeldStatement(
+            text: hold.exactText,
+            parameters: hold.parameters.map { p in
+                switch p {
+                case .null: .null
+                case .text(let bytes): .text(bytes)
+                case .binary(let bytes): .binary(bytes)
+                }
+            })
+        let request = ApprovalCenter.HoldRequest(
+            requester: session.identity, resource: resource.name, session: session.id,
+            statementNumber: hold.id.rawValue,
+            rule: hold.rule, statement: statement, displayText: hold.displayText,
+            displayParameters: hold.displayParameters, webhookSecret: webhookSecrets[hold.rule.rule])
+        session.logger.info(
+            "statement held for approval", metadata: ["statement": "\(hold.id)", "rule": "\(hold.rule.rule)"])
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        let eventLoop = self.eventLoop
+        let id = hold.id
+        gateway.approvals.hold(
+            request,
+            deliver: { verdict in eventLoop.execute { bound.value.verdict(verdict, for: id) } },
+            completion: { result in
+                eventLoop.execute {
+                    let this = bound.value
+                    this.holdStarted(result, hold: hold)
+                    this.run()
+                    this.flush()
+                }
+            })
+    }
+
+    private func holdStarted(_ result: Result<ApprovalCenter.HoldOutcome, AuditError>, hold: PostgresApprovalHold) {
+        guard var current = held, current.id == hold.id else {
+            // The session ended first: nothing waits any more.
+            if case .success(.held(let request)) = result {
+                gateway.approvals.withdraw(request.id, reason: "client_closed")
+            }
+            return
+        }
+        switch result {
+        case .success(.granted(let grant)):
+            held = nil
+            for statement in hold.statements { released[statement] = grant.id }
+            session.logger.info("statement runs under grant window", metadata: ["grant": "\(grant.id)"])
+            machine.approvalGranted(hold.id, into: &actions)
+        case .success(.held(let request)):
+            current.request = request.id
+            held = current
+            if current.cancelled || !clientOpen {
+                cancelWhileHeld()
+                return
+            }
+            machine.approvalPending(hold.id, notice: Self.waitNotice(request, spec: hold.rule.spec), into: &actions)
+        case .failure(let error):
+            held = nil
+            session.logger.critical(
+                "evidence store failed; refusing the held statement", metadata: ["error": "\(error)"])
+            session.noteReason(.auditFailed)
+            closeWithError(Self.unrecordedError)
+        }
+    }
+
+    private func verdict(_ verdict: ApprovalCenter.Verdict, for id: StatementID) {
+        guard let current = held, current.id == id else { return }
+        held = nil
+        switch verdict {
+        case .approved(let request, let by):
+            session.logger.info("held statement approved", metadata: ["request": "\(request)", "by": "\(by)"])
+            for statement in current.statements { released[statement] = request }
+            machine.approvalGranted(id, into: &actions)
+        case .denied(let request, let by, let reason):
+            var fields = Self.error(sqlState: "42501")
+            fields[.message] = "interlock approval \(request) was denied by \(by): \(reason)"
+            fields[.hint] = "The statement was not sent to the server."
+            machine.approvalRefused(id, error: fields, outcome: "denied", into: &actions)
+        case .timedOut(let request, let timeout):
+            var fields = Self.error(sqlState: "57014")
+            fields[.message] =
+                "interlock approval \(request) timed out: nobody approved the statement within \(Self.describe(timeout))"
+            fields[.hint] = "The statement was not sent to the server. Run it again to ask again."
+            machine.approvalRefused(id, error: fields, outcome: "timed_out", into: &actions)
+        case .unrecorded:
+            session.noteReason(.auditFailed)
+            closeWithError(Self.unrecordedError)
+            return
+        }
+        run()
+        flush()
+    }
+
+    /// A cancel for this session arrived (from the same account, on the same resource): a held
+    /// statement is withdrawn and fails as cancelled; otherwise the cancel goes to the server.
+    fileprivate func cancelWhileHeld() {
+        guard var current = held else { return }
+        guard let request = current.request else {
+            current.cancelled = true
+            held = current
+            return
+        }
+        held = nil
+        gateway.approvals.withdraw(request, reason: "cancelled")
+        var fields = Self.error(sqlState: "57014")
+        fields[.message] = "canceling statement due to user request"
+        fields[.detail] = "interlock withdrew approval request \(request)"
+        machine.approvalRefused(current.id, error: fields, outcome: "cancelled", into: &actions)
+        run()
+        flush()
+    }
+
+    private func withdrawHeld(reason: String) {
+        guard let current = held else { return }
+        held = nil
+        if let request = current.request {
+            gateway.approvals.withdraw(request, reason: reason)
+        }
+    }
+
+    private static func error(sqlState: String) -> PostgresErrorFields {
+        var fields = PostgresErrorFields()
+        fields[.localizedSeverity] = "ERROR"
+        fields[.severity] = "ERROR"
+        fields[.sqlState] = sqlState
+        return fields
+    }
+
+    private static var unrecordedError: PostgresErrorFields {
+        var fields = PostgresErrorFields()
+        fields[.localizedSeverity] = "FATAL"
+        fields[.severity] = "FATAL"
+        fields[.sqlState] = "58030"
+        fields[.message] = "interlock could not record the approval in its evidence log, so the statement was not run"
+        return fields
+    }
+
+    /// The `NoticeResponse` a held statement's client gets: what waits, for whom, and the command.
+    static func waitNotice(_ request: ApprovalRequest, spec: ApproveSpec) -> PostgresErrorFields {
+        var fields = PostgresErrorFields()
+        fields[.localizedSeverity] = "NOTICE"
+        fields[.severity] = "NOTICE"
+        fields[.sqlState] = "00000"
+        fields[.message] =
+            "interlock is holding this statement for approval: request \(request.id), rule \"\(request.rule)\""
+        let needed = request.required == 1 ? "one approver" : "\(request.required) distinct approvers"
+        fields[.detail] =
+            "Approvers: \(request.approvers) (\(needed)). The statement fails if nobody decides within "
+            + "\(describe(spec.timeout)) (by \(AuditLog.formatTime(request.deadline)))."
+        fields[.hint] =
+            "An approver runs: interlock approvals approve \(request.id)  (or: interlock approvals deny \(request.id) --reason TEXT)"
+        return fields
+    }
+
+    static func describe(_ d: Duration) -> String {
+        let s = d.components.seconds
+        if s % 3600 == 0 && s >= 3600 { return "\(s / 3600)h" }
+        if s % 60 == 0 && s >= 60 { return "\(s / 60)m" }
+        return "\(s)s"
     }
 
     // MARK: catalog
@@ -617,6 +810,7 @@ final class PostgresProxy {
     }
 
     private func endIfDone() {
+        withdrawHeld(reason: "client_closed")
         guard !clientOpen, !serverOpen else { return }
         if let key = cancelKey {
             gateway.cancels.unregister(key, session: session.id)

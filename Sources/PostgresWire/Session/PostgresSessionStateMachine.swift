@@ -37,7 +37,8 @@ import Policy
 ///   values a rule or detector hits become SQL NULL; binary non-text values are not scanned.
 /// - `COPY ... TO STDOUT`: text and CSV fields are scanned by the detectors; a COPY that may read a column a rule
 ///   masks, and binary COPY, are refused when the session masks results (use `SELECT`).
-/// - A statement matching an `approve:` rule is refused until approvals exist. A fastpath `FunctionCall` is refused
+/// - A statement matching an `approve:` rule is held (``Action/requestApproval(_:)``); the session waits for the
+///   gateway's decision and stays consistent whatever it is. A fastpath `FunctionCall` is refused
 ///   when a block rule lists functions (it names its function by OID only). Replication connections are refused
 ///   when results are masked.
 /// - A statement with a backslash is judged under both values of `standard_conforming_strings`.
@@ -86,6 +87,11 @@ public struct PostgresSessionStateMachine: Sendable {
         /// `COPY ... TO STDOUT` whose fields column rules may cover. Call ``copyDescribed(_:fields:)``; server
         /// messages wait meanwhile.
         case describeCopy(String)
+        /// An `approve:` rule holds this statement: it is recorded (decision `approve`) and queued, and nothing the
+        /// client sends after it is judged or forwarded until the gateway answers. Ask the approvers (or use an open
+        /// grant window), then call ``approvalPending(_:notice:into:)`` if it must wait, and eventually
+        /// ``approvalGranted(_:into:)`` or ``approvalRefused(_:error:outcome:into:)``.
+        indirect case requestApproval(PostgresApprovalHold)
         /// Write this `ErrorResponse` to the client, then close both connections.
         indirect case closeWithError(PostgresErrorFields)
         /// Close both connections (after the client's `Terminate`, a cancel, or the server's refusal).
@@ -272,6 +278,36 @@ public struct PostgresSessionStateMachine: Sendable {
         guard case .active(let pipeline) = self.state else { return }
         self.state = .modifying
         pipeline.copyDescribed(query, fields: fields, into: &actions)
+        self.store(pipeline)
+    }
+
+    /// The held statement `id` waits for approvers: the client gets `notice` (a `NoticeResponse`) now, or right
+    /// after the answers the server still owes it.
+    public mutating func approvalPending(_ id: StatementID, notice: PostgresErrorFields, into actions: inout [Action]) {
+        guard case .active(let pipeline) = self.state else { return }
+        self.state = .modifying
+        pipeline.approvalPending(id, notice: notice, into: &actions)
+        self.store(pipeline)
+    }
+
+    /// The held statement `id` may run: it is forwarded once its evidence is durable, and the client's later
+    /// messages are judged in order.
+    public mutating func approvalGranted(_ id: StatementID, into actions: inout [Action]) {
+        guard case .active(let pipeline) = self.state else { return }
+        self.state = .modifying
+        pipeline.approvalGranted(id, into: &actions)
+        self.store(pipeline)
+    }
+
+    /// The held statement `id` will not run (`outcome`: `denied`, `timed_out`, `withdrawn`, `cancelled`, for
+    /// `statement.end`): the client gets `error` in its place and the session goes on, consistent in a
+    /// transaction and in the extended protocol.
+    public mutating func approvalRefused(
+        _ id: StatementID, error: PostgresErrorFields, outcome: String, into actions: inout [Action]
+    ) {
+        guard case .active(let pipeline) = self.state else { return }
+        self.state = .modifying
+        pipeline.approvalRefused(id, error: error, outcome: outcome, into: &actions)
         self.store(pipeline)
     }
 

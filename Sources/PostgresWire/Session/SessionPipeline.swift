@@ -35,6 +35,9 @@ final class SessionPipeline: @unchecked Sendable {
         var copyOut: CopyOutput? = nil
         /// The client sent `Describe` for it since its `Parse`: the server will describe its rows.
         var described = false
+        /// The `approve:` rule its executions are held under, and the exact text an approval binds to.
+        var approval: Applied<ApproveSpec>? = nil
+        var exactText = ""
     }
 
     /// A portal as the client bound it.
@@ -44,6 +47,8 @@ final class SessionPipeline: @unchecked Sendable {
         var parameters: [String?]
         var parameterMasking: MaskStats
         var described = false
+        /// The parameters as bound, kept only when the statement is held for approval (an approval binds to them).
+        var heldParameters: [PostgresApprovalHold.Parameter]? = nil
     }
 
     /// What `Describe` said about a statement's or a portal's rows.
@@ -75,6 +80,8 @@ final class SessionPipeline: @unchecked Sendable {
         case gate(StatementID, released: Bool)
         /// `Terminate`: forward, then close.
         case terminate(ByteBuffer)
+        /// A statement held for approval: nothing after this leaves until the gateway decides.
+        case approval(StatementID)
     }
 
     /// A statement's results as they stream.
@@ -116,6 +123,8 @@ final class SessionPipeline: @unchecked Sendable {
         case error(PostgresErrorFields)
         /// With the transaction status current when it is sent.
         case readyForQuery
+        /// A statement waits for approval (sent ahead of its answer).
+        case notice(PostgresErrorFields)
     }
 
     /// What the server owes the client, in order.
@@ -159,8 +168,11 @@ final class SessionPipeline: @unchecked Sendable {
     var copyIn = CopyIn.inactive
     var terminated = false
     var outbound = CircularBuffer<Outbound>()
-    /// Bytes of client frames waiting behind a gate.
-    private(set) var heldClientBytes = 0
+    /// Bytes of client frames waiting behind a gate or a hold.
+    var heldClientBytes = 0
+    /// The statement held for approval, if any; client messages wait in `paused` meanwhile.
+    var currentHold: Hold?
+    var paused = CircularBuffer<ClientMessage>()
 
     // Server side.
     var expectations = CircularBuffer<Expectation>()
@@ -184,6 +196,10 @@ final class SessionPipeline: @unchecked Sendable {
 
     func clientMessage(_ framed: ClientMessage, into actions: inout [Action]) {
         guard !self.terminated, !self.isClosed else {
+            return
+        }
+        if self.currentHold != nil {
+            self.pause(framed)
             return
         }
         switch framed.message {
@@ -310,7 +326,8 @@ final class SessionPipeline: @unchecked Sendable {
         var ids: [StatementID] = []
         ids.reserveCapacity(statements.count)
         let decision: StatementEvidence.Decision =
-            evaluation.block.map { .block(rule: $0.rule, reason: $0.reason) } ?? .allow
+            evaluation.block.map { .block(rule: $0.rule, reason: $0.reason) }
+            ?? evaluation.approval.map { .approve(rule: $0.rule) } ?? .allow
         for (index, statement) in statements.enumerated() {
             let evidence = StatementEvidence(
                 id: self.makeStatementID(),
@@ -332,12 +349,21 @@ final class SessionPipeline: @unchecked Sendable {
             self.enqueue(.readyForQuery, into: &actions)
             return
         }
+        let expectation = Expectation.simpleQuery(
+            SimpleQueryProgress(ids: ids, copyOuts: statements.map(\.copyOut)))
+        if let approval = evaluation.approval {
+            let hold = PostgresApprovalHold(
+                id: ids[0], statements: ids, rule: approval, exactText: sql, parameters: [],
+                displayText: self.policy.approverText(statements.map(\.text).joined(separator: "; ")),
+                displayParameters: [], kinds: statements.flatMap(\.kinds), origin: "query")
+            self.hold(hold, frame: frame, expecting: expectation, into: &actions)
+            return
+        }
         for id in ids {
             self.gate(id)
         }
         self.forward(frame, into: &actions)
-        self.expectations.append(
-            .simpleQuery(SimpleQueryProgress(ids: ids, copyOuts: statements.map(\.copyOut))))
+        self.expectations.append(expectation)
     }
 
     private func parse(
@@ -364,7 +390,8 @@ final class SessionPipeline: @unchecked Sendable {
             return
         }
         self.clientStatements[parse.name] = ClientStatement(
-            text: text, kinds: kinds, copyOut: evaluation.statements.first?.copyOut)
+            text: text, kinds: kinds, copyOut: evaluation.statements.first?.copyOut, approval: evaluation.approval,
+            exactText: evaluation.approval == nil ? "" : parse.query)
         self.forwardExtended(frame, expecting: .parse(parse.name), into: &actions)
     }
 
@@ -374,7 +401,8 @@ final class SessionPipeline: @unchecked Sendable {
             statementName: bind.statement,
             statement: self.clientStatements[bind.statement],
             parameters: parameters,
-            parameterMasking: stats
+            parameterMasking: stats,
+            heldParameters: self.clientStatements[bind.statement]?.approval == nil ? nil : Self.heldParameters(bind)
         )
         self.forwardExtended(
             frame,
@@ -392,7 +420,7 @@ final class SessionPipeline: @unchecked Sendable {
             text: statement?.text ?? "",
             textIsRedacted: self.policy.textMode == .redactLiterals,
             kinds: statement?.kinds ?? [],
-            decision: .allow,
+            decision: statement?.approval.map { .approve(rule: $0.rule) } ?? .allow,
             parameters: portal?.parameters ?? [],
             parameterMasking: portal?.parameterMasking ?? MaskStats()
         )
@@ -408,10 +436,19 @@ final class SessionPipeline: @unchecked Sendable {
             self.forward(describe, into: &actions)
             self.expectations.append(.describePortal(name, hidden: true))
         }
+        let expectation = Expectation.execute(
+            ExecuteProgress(id: evidence.id, portal: name, copyOut: statement?.copyOut))
+        if let statement, let approval = statement.approval {
+            self.batchForwarded = true
+            let hold = PostgresApprovalHold(
+                id: evidence.id, statements: [evidence.id], rule: approval, exactText: statement.exactText,
+                parameters: portal?.heldParameters ?? [], displayText: self.policy.approverText(statement.text),
+                displayParameters: portal?.parameters ?? [], kinds: statement.kinds, origin: "execute")
+            self.hold(hold, frame: frame, expecting: expectation, into: &actions)
+            return
+        }
         self.gate(evidence.id)
-        self.forwardExtended(
-            frame, expecting: .execute(ExecuteProgress(id: evidence.id, portal: name, copyOut: statement?.copyOut)),
-            into: &actions)
+        self.forwardExtended(frame, expecting: expectation, into: &actions)
     }
 
     private func functionCall(
@@ -498,7 +535,7 @@ final class SessionPipeline: @unchecked Sendable {
         }
     }
 
-    private func drainOutbound(into actions: inout [Action]) {
+    func drainOutbound(into actions: inout [Action]) {
         while let head = self.outbound.first {
             switch head {
             case .frame(let frame):
@@ -514,6 +551,8 @@ final class SessionPipeline: @unchecked Sendable {
                 actions.append(.sendToServer(frame))
                 actions.append(.close)
                 self.isClosed = true
+                return
+            case .approval:
                 return
             }
         }
@@ -537,6 +576,8 @@ final class SessionPipeline: @unchecked Sendable {
             PostgresBackendMessage.errorResponse(fields).encode(into: &buffer)
         case .readyForQuery:
             PostgresBackendMessage.readyForQuery(self.transactionStatus).encode(into: &buffer)
+        case .notice(let fields):
+            PostgresBackendMessage.noticeResponse(fields).encode(into: &buffer)
         }
         actions.append(.sendToClient(buffer))
     }

@@ -30,6 +30,15 @@ struct SessionPolicy: Sendable {
     struct Evaluation: Sendable {
         var statements: [Statement]
         var block: Block?
+        /// The first `approve:` rule a statement of the string matches, when none is blocked: the whole string is
+        /// held until approvers agree.
+        var approval: Applied<ApproveSpec>?
+    }
+
+    /// A verdict on statements: blocked, held, or neither.
+    struct Verdict: Sendable {
+        var block: Block?
+        var approval: Applied<ApproveSpec>?
     }
 
     let rules: ApplicableRules
@@ -91,10 +100,13 @@ struct SessionPolicy: Sendable {
     /// reading would find blocked is blocked (fail closed).
     func evaluate(_ sql: String, standardConformingStrings: Bool) -> Evaluation {
         let parsed = SQLParser.statements(in: sql, standardConformingStrings: standardConformingStrings)
-        var block = self.firstBlock(parsed, standardConformingStrings: standardConformingStrings)
-        if block == nil, self.inspectsStatements || self.masksResults, sql.utf8.contains(UInt8(ascii: "\\")) {
-            let other = SQLParser.statements(in: sql, standardConformingStrings: !standardConformingStrings)
-            block = self.firstBlock(other, standardConformingStrings: !standardConformingStrings)
+        var verdict = self.judge(parsed, standardConformingStrings: standardConformingStrings)
+        if verdict.block == nil, self.inspectsStatements || self.masksResults, sql.utf8.contains(UInt8(ascii: "\\")) {
+            let other = self.judge(
+                SQLParser.statements(in: sql, standardConformingStrings: !standardConformingStrings),
+                standardConformingStrings: !standardConformingStrings)
+            verdict.block = other.block
+            verdict.approval = verdict.approval ?? other.approval
         }
         var statements: [Statement] = []
         statements.reserveCapacity(parsed.count)
@@ -107,7 +119,17 @@ struct SessionPolicy: Sendable {
                 )
             )
         }
-        return Evaluation(statements: statements, block: block)
+        return Evaluation(
+            statements: statements, block: verdict.block, approval: verdict.block == nil ? verdict.approval : nil)
+    }
+
+    /// The statement as approvers read it: the evidence text with the detectors' masks applied (an approver
+    /// deciding about `UPDATE ... SET card = '4111...'` needs the shape, not the card number).
+    func approverText(_ text: String) -> String {
+        var stats = MaskStats()
+        var text = text
+        let masked = text.withUTF8 { bytes in self.scanText(UnsafeRawBufferPointer(bytes), stats: &stats) }
+        return masked.map { String(decoding: $0, as: UTF8.self) } ?? text
     }
 
     /// The text evidence keeps, per ``PostgresStatementTextMode``.
@@ -119,37 +141,31 @@ struct SessionPolicy: Sendable {
         }
     }
 
-    private func firstBlock(_ statements: [SQLStatement], standardConformingStrings: Bool) -> Block? {
+    /// The first block among `statements`, and the first approval rule any of them matches.
+    private func judge(_ statements: [SQLStatement], standardConformingStrings: Bool) -> Verdict {
+        var verdict = Verdict()
         for statement in statements {
-            if let block = self.block(for: statement, standardConformingStrings: standardConformingStrings) {
-                return block
+            if self.inspectsStatements {
+                let facts = self.facts(statement, standardConformingStrings: standardConformingStrings)
+                if let block = self.rules.block(for: facts) {
+                    verdict.block = Block(
+                        rule: block.rule,
+                        reason: block.spec.message ?? "\(statement.kind) is not allowed on this resource"
+                    )
+                    return verdict
+                }
+                if verdict.approval == nil {
+                    verdict.approval = self.rules.approval(for: facts)
+                }
+            }
+            if self.masksResults, statement.effectiveKinds.contains(.copy(.to, .standardStream)),
+                let block = self.copyOutBlock(statement)
+            {
+                verdict.block = block
+                return verdict
             }
         }
-        return nil
-    }
-
-    private func block(for statement: SQLStatement, standardConformingStrings: Bool) -> Block? {
-        if self.inspectsStatements {
-            let facts = self.facts(statement, standardConformingStrings: standardConformingStrings)
-            if let block = self.rules.block(for: facts) {
-                return Block(
-                    rule: block.rule,
-                    reason: block.spec.message ?? "\(statement.kind) is not allowed on this resource"
-                )
-            }
-            if let approval = self.rules.approval(for: facts) {
-                // Approvals (holding a statement until someone agrees) are not available in this gateway yet: a
-                // statement that needs one is refused rather than run without it.
-                return Block(
-                    rule: approval.rule,
-                    reason: "\(statement.kind) needs an approval, which this gateway cannot ask for yet"
-                )
-            }
-        }
-        if self.masksResults, statement.effectiveKinds.contains(.copy(.to, .standardStream)) {
-            return self.copyOutBlock(statement)
-        }
-        return nil
+        return verdict
     }
 
     /// `COPY ... TO STDOUT` output carries no column description. When the session masks results, binary COPY is

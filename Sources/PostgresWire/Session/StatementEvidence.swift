@@ -42,6 +42,9 @@ public struct StatementEvidence: Sendable, Hashable {
         /// Never forwarded; the client got `ErrorResponse` 42501. `rule` is the rule's name, `reason` what the
         /// client was told.
         case block(rule: String, reason: String)
+        /// Held for approval under `rule`: forwarded only if approvers agree (their decision is its own evidence
+        /// entry, and `statement.end` says whether it ran).
+        case approve(rule: String)
     }
 
     public var id: StatementID
@@ -104,6 +107,8 @@ public struct StatementOutcome: Sendable, Hashable {
         case unaccounted
         /// The connection closed before the server answered.
         case connectionClosed
+        /// Held for approval and never forwarded: `denied`, `timed_out`, `withdrawn` or `cancelled`.
+        case notApproved(String)
     }
 
     public var id: StatementID
