@@ -43,14 +43,19 @@ il_user() {
 #   svc-ci   captured by name            svc-bot  captured through the group `bots` (supplementary)
 #   alice    never captured              audra    interlock-auditors (may read evidence)
 #   opal     interlock-admin (may reload)    svc-late  joins bots during a test (group re-expansion)
+#   dana, dylan  approvers (group dba)       svc-ci is in dba too: it must still never approve its own
 il_accounts_test() {
     il_accounts_system
     getent group bots >/dev/null || groupadd bots
+    getent group dba >/dev/null || groupadd dba
     local u
-    for u in svc-ci svc-bot svc-late alice audra opal; do il_user "$u"; done
+    for u in svc-ci svc-bot svc-late alice audra opal dana dylan; do il_user "$u"; done
     usermod -a -G bots svc-bot
     usermod -a -G interlock-auditors audra
     usermod -a -G interlock-admin opal
+    usermod -a -G dba dana
+    usermod -a -G dba dylan
+    usermod -a -G dba svc-ci
 }
 
 # ---------------------------------------------------------------------------------------------------

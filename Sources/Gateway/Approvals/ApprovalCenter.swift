@@ -149,10 +149,12 @@ final class ApprovalCenter: Sendable {
         }
     }
 
-    /// The released statement of `request` ended with `result` (`statement.end`'s words).
-    func executed(request: String, subject: AuditSubject, statement: UInt64, result: String, sqlState: String?) {
+    /// The released statement ended with `result` (`statement.end`'s words). `releasedBy` is the
+    /// request whose approval released it, or the grant window it ran under.
+    func executed(releasedBy: String, subject: AuditSubject, statement: UInt64, result: String, sqlState: String?) {
         var fields: [String: AuditValue] = [
-            "request": .string(request), "statement": .uint(statement), "result": .string(result),
+            releasedBy.hasPrefix("grt-") ? "grant" : "request": .string(releasedBy), "statement": .uint(statement),
+            "result": .string(result),
         ]
         if let sqlState { fields["sqlstate"] = .string(sqlState) }
         append("approval.executed", subject: subject, fields: fields) { _ in }

@@ -406,7 +406,7 @@ final class PostgresProxy {
         if let by = released.removeValue(forKey: outcome.id) {
             let (result, sqlState) = PostgresEvidence.resultName(outcome.result)
             gateway.approvals.executed(
-                request: by, subject: subject, statement: outcome.id.rawValue, result: result, sqlState: sqlState)
+                releasedBy: by, subject: subject, statement: outcome.id.rawValue, result: result, sqlState: sqlState)
         }
         let duration = started.removeValue(forKey: outcome.id).map { (NIODeadline.now() - $0).nanoseconds / 1000 }
         if alteringStatements.remove(outcome.id) != nil, case .completed = outcome.result {
