@@ -91,6 +91,7 @@ il_accounts_test
 note "svc-ci  $(id svc-ci)      <- captured by name"
 note "svc-bot $(id svc-bot)     <- captured through the group bots"
 note "alice   $(id alice)       <- not captured"
+note "dana    $(id dana)        <- an approver (group dba)"
 
 say "A real PostgreSQL 15 in the remote namespace, database 'orders'"
 mkdir -p "$DEMO_DIR"
@@ -145,6 +146,14 @@ rules:
       columns: [customers.email, customers.card]
       detectors: [credit_card, email]
       with: partial
+  - name: prod-writes-need-approval
+    identities: [user:svc-ci]
+    resources: [orders-db]
+    approve:
+      statements: [DELETE, UPDATE]
+      approvers: [group:dba]
+      timeout: 10m
+      grant: 30m
 EOF
 sed 's/^/    /' "$DEMO_DIR/interlock.yaml"
 show "$BIN_DIR/interlock" policy check "$DEMO_DIR/interlock.yaml"
@@ -227,8 +236,40 @@ note "entries for alice: $n"
 [ "$n" = 0 ] || { echo "demo: alice was recorded, but she is not captured" >&2; exit 1; }
 
 # --------------------------------------------------------------------------------------------------
+say "svc-ci deletes a customer: the statement is held inside its session until an approver says yes"
+printf '%s    $ psql ... -c "DELETE FROM customers WHERE id = 2"    (as svc-ci; it waits)%s\n' "$G" "$R"
+as_user svc-ci in-unit env PGPASSWORD= psql -X -h 198.18.0.10 -d orders -U svc_ci \
+    -c "DELETE FROM customers WHERE id = 2" >"$DEMO_DIR/held.out" 2>&1 &
+HELD_PID=$!
+request=
+for _ in $(seq 1 50); do
+    request=$(as_user dana - "$BIN_DIR/interlock" approvals list --json --socket "$SOCK" 2>/dev/null |
+        sed -n 's/.*"id":"\(apr-[0-9a-z]*\)".*/\1/p' | head -n 1)
+    [ -n "$request" ] && break
+    sleep 0.2
+done
+[ -n "$request" ] || { echo "demo: no pending approval request appeared" >&2; exit 1; }
+note "what the waiting client was told (psql prints notices while it waits):"
+sed 's/^/    /' "$DEMO_DIR/held.out"
+printf '%s    $ interlock approvals list    (as dana, group dba)%s\n' "$G" "$R"
+as_user dana - "$BIN_DIR/interlock" approvals list --socket "$SOCK" 2>&1 | sed 's/^/    /'
+printf '%s    $ interlock approvals approve %s    (as svc-ci itself: refused)%s\n' "$G" "$request" "$R"
+as_user svc-ci - "$BIN_DIR/interlock" approvals approve "$request" --socket "$SOCK" 2>&1 | sed 's/^/    /' || true
+printf '%s    $ interlock approvals approve %s --reason "ticket OPS-42"    (as dana)%s\n' "$G" "$request" "$R"
+as_user dana - "$BIN_DIR/interlock" approvals approve "$request" --reason "ticket OPS-42" --socket "$SOCK" 2>&1 |
+    sed 's/^/    /'
+wait "$HELD_PID" || true
+note "svc-ci's psql, which simply waited:"
+sed 's/^/    /' "$DEMO_DIR/held.out"
+grep -q "DELETE 1" "$DEMO_DIR/held.out" || { echo "demo: the approved DELETE did not run" >&2; exit 1; }
+note "the approval trail:"
+show_cli audit list --user svc-ci --kind approval.requested
+show_cli audit list --user svc-ci --kind approval.approved
+show_cli audit list --user svc-ci --kind approval.executed
+pause
+
+# --------------------------------------------------------------------------------------------------
 # Later issues extend the demo here:
-#   [approval]     a DELETE waits for an approver (interlock approvals ...)
 #   [verification] an auditor exports the log and verifies it offline with the public key alone
 # --------------------------------------------------------------------------------------------------
 

@@ -93,8 +93,11 @@ struct ApprovalsCommand: ParsableCommand {
                 guard let request = list.first(where: { $0.id == id.lowercased() }) else {
                     throw CLIError("no pending approval request \(id) that you can see [unknown_request]")
                 }
-                print("approving \(request.id): \(request.statement)")
-                print("  from \(ApprovalsCommand.who(request.requester)) on \(request.resource)")
+                // Unbuffered, so it shows before a refusal on stderr.
+                FileHandle.standardOutput.write(
+                    Data(
+                        ("approving \(request.id): \(request.statement)\n"
+                            + "  from \(ApprovalsCommand.who(request.requester)) on \(request.resource)\n").utf8))
                 digest = request.digest
             }
             let response = try ApprovalsCommand.send(

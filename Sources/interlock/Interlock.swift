@@ -240,6 +240,9 @@ enum EntryFormatter {
                     rest.append("\(k)=\(s)")
                 } else if let n = o[k] as? NSNumber {
                     rest.append("\(k)=\(n)")
+                } else if let who = o[k] as? [String: Any], let user = who["user"] as? String {
+                    // An identity (`approver`, `requester`, `holder`, `by`): its name.
+                    rest.append("\(k)=\(user)")
                 }
             }
         }
