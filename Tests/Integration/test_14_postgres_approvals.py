@@ -432,3 +432,69 @@ def test_pending_requests_lost_at_a_restart_are_recorded(world, make_daemon, acc
     entries = d.wait_entries(lambda es: of_kind(es, "approval.lost"), what="approval.lost")
     assert of_kind(entries, "approval.lost")[0]["requests"] == [req["id"]]
     assert exists(world, 2)
+
+
+# ---- webhook
+
+HOOK_SERVER = r"""
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(sys.argv[2], "a") as f:
+            f.write(json.dumps({"path": self.path, "headers": dict(self.headers), "body": body.decode()}) + "\n")
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def webhook_rule(d, port: int) -> str:
+    key = d.dir / "webhook.key"
+    key.write_text("hook-secret\n")
+    import pwd
+    pw = pwd.getpwnam("interlock")
+    os.chown(key, pw.pw_uid, pw.pw_gid)
+    os.chmod(key, 0o600)
+    return RULE.format(required=1, timeout="2m") + (
+        f"      webhook: {{ url: \"http://127.0.0.1:{port}/hooks/interlock?team=dba\", secret_file: {key} }}\n")
+
+
+def test_a_webhook_tells_approvers_signed_and_a_dead_one_blocks_nothing(world, make_daemon, accounts, tmp_path):
+    import hashlib
+    import hmac
+    log = tmp_path / "hooks.jsonl"
+    server = subprocess.Popen(world.netns(world.host) + [PYTHON, "-c", HOOK_SERVER, "18099", str(log)])
+    try:
+        d = make_daemon(start=False)
+        d.write_config(orders_db=credentials_yaml(d), rules=webhook_rule(d, 18099))
+        d.start()
+        before = d.last_index()
+        c = Client(world, "DELETE FROM accounts WHERE id = 3")
+        [req] = wait_pending(d)
+        assert wait_until(lambda: log.exists() and log.read_text().strip(), timeout=10), "no webhook delivery"
+        hook = json.loads(log.read_text().splitlines()[0])
+        assert hook["path"] == "/hooks/interlock?team=dba"
+        body = json.loads(hook["body"])
+        assert body["event"] == "approval.requested" and body["request"]["id"] == req["id"]
+        assert body["approve"] == f"interlock approvals approve {req['id']}"
+        headers = {k.lower(): v for k, v in hook["headers"].items()}
+        mac = hmac.new(b"hook-secret", f"{headers['x-interlock-timestamp']}.{hook['body']}".encode(),
+                       hashlib.sha256).hexdigest()
+        assert headers["x-interlock-signature"] == f"sha256={mac}"
+        approvals(d, "approve", req["id"])
+        assert c.wait() == 0
+        entries = d.wait_entries(lambda es: of_kind(es, "approval.notified"), after=before, what="approval.notified")
+        n = of_kind(entries, "approval.notified")[0]
+        assert n["delivered"] is True and n["attempts"] == 1 and n["http_status"] == 204
+    finally:
+        server.kill()
+        server.wait(timeout=5)
+    # Nobody listens any more: the request is still held and decided at once; delivery keeps retrying.
+    c = Client(world, "DELETE FROM accounts WHERE id = 4")
+    [req] = wait_pending(d)
+    started = time.monotonic()
+    approvals(d, "approve", req["id"])
+    assert c.wait() == 0 and time.monotonic() - started < 5
