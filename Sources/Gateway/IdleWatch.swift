@@ -9,6 +9,7 @@ final class IdleWatch {
     private let timeout: TimeAmount
     private let eventLoop: any EventLoop
     private let total: () -> UInt64?
+    private let waiting: () -> Bool
     private let expired: () -> Void
     private var task: Scheduled<Void>?
     private var lastTotal: UInt64 = 0
@@ -16,14 +17,17 @@ final class IdleWatch {
 
     /// - Parameters:
     ///   - total: bytes moved so far, either way; nil when the session is gone (the watch stops).
+    ///   - waiting: whether the session is quiet on purpose (a statement held for approval, whose
+    ///     own timeout ends the wait): it is not idle meanwhile.
     ///   - expired: called once, on the event loop, when the session has been idle too long.
     init(
         timeout: TimeAmount, on eventLoop: any EventLoop, total: @escaping () -> UInt64?,
-        expired: @escaping () -> Void
+        waiting: @escaping () -> Bool = { false }, expired: @escaping () -> Void
     ) {
         self.timeout = timeout
         self.eventLoop = eventLoop
         self.total = total
+        self.waiting = waiting
         self.expired = expired
         schedule(every: .nanoseconds(max(timeout.nanoseconds / 4, 1_000_000)))
     }
@@ -39,7 +43,7 @@ final class IdleWatch {
             let this = bound.value
             guard this.task != nil, let total = this.total() else { return }
             let now = NIODeadline.now()
-            if total != this.lastTotal {
+            if total != this.lastTotal || this.waiting() {
                 this.lastTotal = total
                 this.lastChange = now
             } else if now - this.lastChange >= this.timeout {

@@ -498,3 +498,17 @@ def test_a_webhook_tells_approvers_signed_and_a_dead_one_blocks_nothing(world, m
     started = time.monotonic()
     approvals(d, "approve", req["id"])
     assert c.wait() == 0 and time.monotonic() - started < 5
+
+
+def test_a_held_session_is_not_idle_however_long_approvers_take(world, make_daemon, accounts):
+    d = make_daemon(start=False)
+    d.write_config(orders_db=credentials_yaml(d), rules=RULE.format(required=1, timeout="1m"),
+                   daemon={"idle_timeout": "2s"})
+    d.start()
+    c = Client(world, "DELETE FROM accounts WHERE id = 5")
+    [req] = wait_pending(d)
+    time.sleep(4)
+    assert c.running(), "the idle timeout must not end a session whose statement waits for approvers"
+    approvals(d, "approve", req["id"])
+    assert c.wait() == 0, c.err
+    assert not exists(world, 5)

@@ -137,6 +137,8 @@ final class PostgresProxy {
         idle = IdleWatch(timeout: timeout, on: context.eventLoop) { [weak self] in
             guard let self else { return nil }
             return self.session.bytesUp &+ self.session.bytesDown
+        } waiting: { [weak self] in
+            self?.held != nil
         } expired: { [weak self] in
             guard let self else { return }
             self.session.noteReason(.idleTimeout)
