@@ -21,6 +21,12 @@
 /// - `session.close` (subject: user, resource, session): `session`, `bytes_up` (client → server),
 ///   `bytes_down`, `duration_ms`, `reason` (`client_closed` | `upstream_closed` | `idle_timeout` |
 ///   `connect_failed` | `error` | `shutdown`), optional `detail`.
+///
+/// The PostgreSQL gateway adds `postgres.login`, `statement`, `statement.end`, `postgres.cancel`
+/// (Gateway's `PostgresEvidence`), and approvals add `approval.requested`, `approval.notified`,
+/// `approval.approved`, `approval.denied`, `approval.timed_out`, `approval.withdrawn`,
+/// `approval.executed`, `approval.lost`, `grant.opened`, `grant.used`, `grant.revoked`,
+/// `grant.expired` (Gateway's `ApprovalCenter`); their fields are in docs/evidence.md.
 public enum AuditKind {
     public static let daemonStarted = "daemon.started"
     public static let daemonStopped = "daemon.stopped"

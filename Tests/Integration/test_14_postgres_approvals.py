@@ -380,7 +380,8 @@ with psycopg.connect(host=sys.argv[1], dbname="orders", user="postgres", connect
 """
     c = Client(world, argv=[PYTHON, "-c", code, REMOTE4])
     [req] = wait_pending(d)
-    assert req["statement"] == "DELETE FROM accounts WHERE id = $1"
+    # Approvers read the statement with the values it runs with (psycopg binds an int as binary int2).
+    assert req["statement"] == "DELETE FROM accounts WHERE id = $1  [$1 = '\\x0011']", req["statement"]
     approvals(d, "approve", req["id"])
     assert c.wait() == 0, c.err
     assert json.loads(c.out.strip().splitlines()[-1]) == {"deleted": 1, "other": 1}

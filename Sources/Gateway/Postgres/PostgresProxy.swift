@@ -522,7 +522,7 @@ final class PostgresProxy {
         let request = ApprovalCenter.HoldRequest(
             requester: session.identity, resource: resource.name, session: session.id,
             statementNumber: hold.id.rawValue,
-            rule: hold.rule, statement: statement, displayText: hold.displayText,
+            rule: hold.rule, statement: statement, displayText: Self.approverText(hold),
             displayParameters: hold.displayParameters, webhookSecret: webhookSecrets[hold.rule.rule])
         session.logger.info(
             "statement held for approval", metadata: ["statement": "\(hold.id)", "rule": "\(hold.rule.rule)"])
@@ -540,6 +540,16 @@ final class PostgresProxy {
                     this.flush()
                 }
             })
+    }
+
+    /// The statement as approvers read it, with its bound parameters (extended protocol) after it:
+    /// `DELETE FROM t WHERE id = $1  [$1 = '17']`.
+    static func approverText(_ hold: PostgresApprovalHold) -> String {
+        guard !hold.displayParameters.isEmpty else { return hold.displayText }
+        let values = hold.displayParameters.enumerated().map { index, value in
+            "$\(index + 1) = " + (value.map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" } ?? "NULL")
+        }
+        return hold.displayText + "  [" + values.joined(separator: ", ") + "]"
     }
 
     private func holdStarted(_ result: Result<ApprovalCenter.HoldOutcome, AuditError>, hold: PostgresApprovalHold) {
