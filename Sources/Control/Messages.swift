@@ -267,8 +267,9 @@ public struct AuditQueryArgs: Codable, Sendable, Equatable {
 }
 
 public struct ControlFailure: Codable, Sendable, Equatable, Error {
-    /// Stable machine-readable code: `forbidden`, `bad_request`, `policy_invalid`, `internal`; and from
-    /// the client itself `not_running` (nothing listens on the socket) and `unreachable`.
+    /// Stable machine-readable code: `forbidden`, `bad_request`, `policy_invalid`, `internal`, `busy`;
+    /// an approvals refusal's own code (`own_request`, `not_an_approver`, ..., docs/approvals.md); and
+    /// from the client itself `not_running` (nothing listens on the socket) and `unreachable`.
     public var code: String
     public var message: String
 

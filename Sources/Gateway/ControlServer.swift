@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Policy
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -32,6 +33,10 @@ public final class ControlService: Sendable {
     let version: String
     /// The gateway's held statements; nil when no gateway runs (tests of the other commands).
     let approvals: ApprovalCenter?
+    /// `approvals watch` calls waiting now: each holds a control thread for up to a minute, so they
+    /// are capped below the thread pool's size, leaving room for every other command.
+    private let watchers = Atomic<Int>(0)
+    static let maximumWatchers = 16
 
     public convenience init(
         runtime: Runtime, gateway: Gateway? = nil, version: String, logger: Logger,
@@ -180,6 +185,11 @@ public final class ControlService: Sendable {
                 return ControlResponse(ok: true, message: try approvals.revoke(id, by: me))
             case .approvalsWatch:
                 let wait = min(max(args.waitSeconds ?? 25, 1), 60)
+                guard watchers.add(1, ordering: .relaxed).newValue <= Self.maximumWatchers else {
+                    watchers.subtract(1, ordering: .relaxed)
+                    return .failure("busy", "more than \(Self.maximumWatchers) approvals watchers; try again later")
+                }
+                defer { watchers.subtract(1, ordering: .relaxed) }
                 let (shown, sequence) = approvals.events(
                     after: args.after, visibleTo: me, all: peer.access >= .read, wait: .seconds(wait))
                 return ControlResponse(ok: true, events: shown, sequence: sequence)
