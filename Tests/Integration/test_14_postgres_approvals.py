@@ -513,3 +513,18 @@ def test_a_held_session_is_not_idle_however_long_approvers_take(world, make_daem
     approvals(d, "approve", req["id"])
     assert c.wait() == 0, c.err
     assert not exists(world, 5)
+
+
+def test_a_graceful_stop_withdraws_what_waits_and_the_client_is_told(world, make_daemon, accounts):
+    d = start(make_daemon)
+    c = Client(world, "DELETE FROM accounts WHERE id = 6")
+    [req] = wait_pending(d)
+    assert d.stop() == 0
+    assert c.wait() != 0
+    assert "57P01" in c.err and "shutting down" in c.err, c.err
+    d.start()
+    entries = d.audit()
+    withdrawn = of_kind(entries, "approval.withdrawn")
+    assert [(w["request"], w["reason"]) for w in withdrawn] == [(req["id"], "shutdown")]
+    assert of_kind(entries, "approval.lost") == [], "a withdrawn request is not lost"
+    assert exists(world, 6)

@@ -833,6 +833,7 @@ final class PostgresProxy {
 
     fileprivate func shutdown() {
         session.noteReason(.shutdown)
+        withdrawHeld(reason: "shutdown")
         var fields = PostgresErrorFields()
         fields[.localizedSeverity] = "FATAL"
         fields[.severity] = "FATAL"
