@@ -75,6 +75,7 @@ let package = Package(
             dependencies: [
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // Held statements waiting for approvers: requests, decisions, grant windows, expiry. Pure, no I/O.
@@ -133,7 +134,10 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "Policy"]),
-        .testTarget(name: "AuditTests", dependencies: ["Audit"]),
+        .testTarget(
+            name: "AuditTests",
+            dependencies: ["Audit", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(name: "ApprovalsTests", dependencies: ["Approvals", "Policy"]),
         .testTarget(name: "ControlTests", dependencies: ["Control"]),
         .testTarget(
