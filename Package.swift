@@ -75,6 +75,7 @@ let package = Package(
             dependencies: [
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         // Held statements waiting for approvers: requests, decisions, grant windows, expiry. Pure, no I/O.
