@@ -16,6 +16,7 @@ public struct AuditError: Error, CustomStringConvertible, Sendable {
             case closed
             case corrupt
             case unsupportedSchema = "unsupported_schema"
+            case keyMismatch = "key_mismatch"
         }
 
         fileprivate let base: Base
@@ -34,6 +35,8 @@ public struct AuditError: Error, CustomStringConvertible, Sendable {
         public static let corrupt = Code(base: .corrupt)
         /// The database was written by a newer (or foreign) schema this build does not understand.
         public static let unsupportedSchema = Code(base: .unsupportedSchema)
+        /// The log's checkpoints are signed by another key than the one given.
+        public static let keyMismatch = Code(base: .keyMismatch)
 
         /// `storage`, `entry_too_large`, ...
         public var description: String { base.rawValue }

@@ -36,10 +36,16 @@ public enum AuditKind {
     public static let rulesetRemoved = "ruleset.removed"
     public static let sessionOpen = "session.open"
     public static let sessionClose = "session.close"
+    /// The log's first entry: `public_key` (the checkpoint verifier key), `appliance_id`, `origin`,
+    /// `version`.
+    public static let genesis = "log.genesis"
+    /// Written after a minute without entries: `interval_s`. Its time and checkpoint show the log
+    /// was alive and nothing happened.
+    public static let heartbeat = "log.heartbeat"
 
     /// Every kind above, for listings and validation.
     public static let all = [
         daemonStarted, daemonStopped, policyLoaded, rulesetInstalled, rulesetRestored, rulesetRemoved,
-        sessionOpen, sessionClose,
+        sessionOpen, sessionClose, genesis, heartbeat,
     ]
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Synchronization
 
 /// The append-only evidence log: one canonical JSON entry per fact, with a gap-free index, in SQLite.
 ///
@@ -20,16 +21,31 @@ public final class AuditLog: Sendable {
     public let path: String
     public let durability: AuditDurability
 
+    /// This log's identity, made when it was created (`meta.appliance_id`).
+    public let applianceID: String
+    /// The checkpoints' first line: `interlock/<appliance id>`.
+    public let origin: String
+    /// The verifier key of the checkpoints (`meta.verifier_key`), nil until a signing key is used.
+    public let verifierKey: String?
+    private let signing: AuditSigning?
+
     let pool: DatabasePool
     let writer: AuditWriter
     let logger: Logger
 
-    private init(path: String, durability: AuditDurability, pool: DatabasePool, writer: AuditWriter, logger: Logger) {
+    private init(
+        path: String, durability: AuditDurability, pool: DatabasePool, writer: AuditWriter, logger: Logger,
+        applianceID: String, verifierKey: String?, signing: AuditSigning?
+    ) {
+        self.signing = signing
         self.path = path
         self.durability = durability
         self.pool = pool
         self.writer = writer
         self.logger = logger
+        self.applianceID = applianceID
+        self.origin = "interlock/\(applianceID)"
+        self.verifierKey = verifierKey
     }
 
     deinit {
@@ -43,18 +59,24 @@ public final class AuditLog: Sendable {
     /// A new file is created with mode 0600 and, when missing, its directory with mode 0750, owned by
     /// the calling user (the daemon's). An existing file must be an Interlock audit log of this schema
     /// version; appends continue at `lastIndex + 1`.
+    ///
+    /// With `signing`, the log signs checkpoints with that key. A new log's first entry is then the
+    /// genesis (`log.genesis`: the verifier key, the appliance id, the origin, the software
+    /// version), and a log signed by another key is refused: its key is part of its history.
     public static func open(
         path: String,
         durability: AuditDurability = .crash,
+        signing: AuditSigning? = nil,
         logger: Logger
     ) throws(AuditError) -> AuditLog {
-        try open(path: path, durability: durability, logger: logger, clock: { Date() })
+        try open(path: path, durability: durability, signing: signing, logger: logger, clock: { Date() })
     }
 
     /// `clock` is the source of entry times; tests inject their own.
     static func open(
         path: String,
         durability: AuditDurability,
+        signing: AuditSigning? = nil,
         logger: Logger,
         clock: @escaping @Sendable () -> Date
     ) throws(AuditError) -> AuditLog {
@@ -71,6 +93,10 @@ public final class AuditLog: Sendable {
 
         let pool: DatabasePool
         let lastMicros: Int64
+        var applianceID = ""
+        var verifierKey: String?
+        var lastCheckpoint: StoredCheckpoint?
+        var isEmpty = false
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             // DatabasePool sets synchronous=NORMAL when it enables WAL, after prepareDatabase runs, so
@@ -80,12 +106,38 @@ public final class AuditLog: Sendable {
                 try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
                 // After a checkpoint, truncate the WAL back to 64 MiB instead of keeping its peak size.
                 try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
+                var id = ""
+                var key: String?
                 try db.inTransaction(.immediate) {
                     try AuditSchema.prepare(db, path: path)
+                    try db.execute(
+                        sql: "INSERT OR IGNORE INTO meta (key, value) VALUES ('appliance_id', ?)",
+                        arguments: [Self.newApplianceID()])
+                    id = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'appliance_id'") ?? ""
+                    key = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'verifier_key'")
+                    if let signing {
+                        let mine = signing.signer.verifierKey
+                        if key == nil {
+                            try db.execute(
+                                sql: "INSERT INTO meta (key, value) VALUES ('verifier_key', ?)", arguments: [mine])
+                            key = mine
+                        } else if key != mine {
+                            throw AuditError(
+                                .keyMismatch,
+                                "\(path) is signed by \(key ?? "?"), not by the key given (\(mine)); "
+                                    + "use that log's own key, or a new audit.database for a new key")
+                        }
+                    }
                     return .commit
                 }
+                applianceID = id
+                verifierKey = key
+                lastCheckpoint = try StoredTree.latestCheckpoint(db)
+                isEmpty = try Int64.fetchOne(db, sql: "SELECT count(*) FROM entries") == 0
                 return try Int64.fetchOne(db, sql: "SELECT max(time_us) FROM entries") ?? Int64.min
             }
+        } catch let error as AuditError {
+            throw error
         } catch {
             throw AuditError.from(error, while: "opening the audit log", path: path)
         }
@@ -95,11 +147,47 @@ public final class AuditLog: Sendable {
             logger: logger,
             clock: clock,
             lastMicros: lastMicros,
-            maximumEntrySize: maximumEntrySize
+            maximumEntrySize: maximumEntrySize,
+            signing: signing,
+            origin: "interlock/\(applianceID)",
+            lastCheckpoint: lastCheckpoint
         )
         writer.start()
         logger.debug("audit log open", metadata: ["audit.durability": "\(durability.rawValue)"])
-        return AuditLog(path: path, durability: durability, pool: pool, writer: writer, logger: logger)
+        let log = AuditLog(
+            path: path, durability: durability, pool: pool, writer: writer, logger: logger, applianceID: applianceID,
+            verifierKey: verifierKey, signing: signing)
+        if isEmpty, let signing {
+            try log.appendGenesis(signing)
+        }
+        return log
+    }
+
+    /// The first entry of a signed log, written before anything else can be.
+    private func appendGenesis(_ signing: AuditSigning) throws(AuditError) {
+        var fields = signing.genesis
+        fields["public_key"] = .string(signing.signer.verifierKey)
+        fields["appliance_id"] = .string(applianceID)
+        fields["origin"] = .string(origin)
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<AuditRecord, AuditError>?>(nil)
+        append(kind: AuditKind.genesis, subject: AuditSubject(), fields: fields) { r in
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        if case .failure(let error)? = result.withLock({ $0 }) {
+            throw error
+        }
+    }
+
+    /// 16 random bytes in hex: names this log (and this appliance) in checkpoints and exports.
+    static func newApplianceID() -> String {
+        var rng = SystemRandomNumberGenerator()
+        return (0..<16).map { _ in
+            let b = UInt8.random(in: 0...255, using: &rng)
+            return (b < 16 ? "0" : "") + String(b, radix: 16)
+        }.joined()
     }
 
     private static func prepareFile(path: String, logger: Logger) throws(AuditError) {
@@ -238,6 +326,9 @@ public final class AuditLog: Sendable {
             if let until = q.until {
                 upper = try Self.firstIndex(db, atOrAfter: AuditTime.micros(until))
             }
+            if let most = q.maxIndex {
+                upper = min(upper, Int64(clamping: most) + 1)
+            }
             guard lower < upper else { return [] }
             var conditions = ["idx >= ?", "idx < ?"]
             var arguments: [(any DatabaseValueConvertible)?] = [lower, upper]
@@ -269,7 +360,9 @@ public final class AuditLog: Sendable {
             func fetch(_ extra: String?) throws -> [AuditRecord] {
                 let clause = (conditions + (extra.map { [$0] } ?? [])).joined(separator: " AND ")
                 return try Row.fetchAll(
-                    db, sql: "SELECT idx, time_us, kind, body FROM entries WHERE \(clause) ORDER BY idx DESC LIMIT ?",
+                    db,
+                    sql: "SELECT idx, time_us, kind, body FROM entries WHERE \(clause) ORDER BY idx "
+                        + (q.oldestFirst ? "ASC" : "DESC") + " LIMIT ?",
                     arguments: StatementArguments(arguments + [q.limit])
                 ).map(Self.record(from:))
             }
@@ -278,10 +371,10 @@ public final class AuditLog: Sendable {
             var found: [AuditRecord] = []
             if otherKinds { found += try fetch(AuditSchema.indexedRows) }
             if statementKinds { found += try fetch("NOT (\(AuditSchema.indexedRows))") }
-            found.sort { $0.index > $1.index }
+            found.sort { q.oldestFirst ? $0.index < $1.index : $0.index > $1.index }
             return Array(found.prefix(q.limit))
         }
-        return newestFirst.reversed()
+        return q.oldestFirst ? newestFirst : newestFirst.reversed()
     }
 
     /// The smallest index whose time is at or after `micros` (one past the last index when none is):
@@ -340,6 +433,79 @@ public final class AuditLog: Sendable {
             kind: row["kind"],
             body: [UInt8](body)
         )
+    }
+
+    // MARK: the tree
+
+    /// The newest signed checkpoint, nil before the first.
+    public func latestCheckpoint() throws(AuditError) -> StoredCheckpoint? {
+        try read("reading the latest checkpoint") { db in try StoredTree.latestCheckpoint(db) }
+    }
+
+    /// Checkpoints with sizes in `sizes`, oldest first.
+    public func checkpoints(sizes: ClosedRange<UInt64>, limit: Int = 1000) throws(AuditError) -> [StoredCheckpoint] {
+        try read("reading checkpoints") { db in
+            try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT size, time_us, root, note FROM checkpoints WHERE size BETWEEN ? AND ? ORDER BY size LIMIT ?",
+                arguments: [Int64(clamping: sizes.lowerBound), Int64(clamping: sizes.upperBound), limit]
+            ).compactMap(StoredTree.checkpoint)
+        }
+    }
+
+    /// The oldest checkpoint whose tree includes entry `index` (size ≥ index).
+    public func firstCheckpoint(covering index: UInt64) throws(AuditError) -> StoredCheckpoint? {
+        try read("reading checkpoints") { db in
+            try Row.fetchOne(
+                db, sql: "SELECT size, time_us, root, note FROM checkpoints WHERE size >= ? ORDER BY size LIMIT 1",
+                arguments: [Int64(clamping: index)]
+            ).flatMap(StoredTree.checkpoint)
+        }
+    }
+
+    /// The leaf hash of entry `index` (1-based, as entries count).
+    public func leafHash(index: UInt64) throws(AuditError) -> MerkleHash {
+        try read("reading a leaf hash") { db in try StoredTree(db: db).node(level: 0, index: index - 1) }
+    }
+
+    /// The root of the tree of the first `size` entries.
+    public func root(size: UInt64) throws(AuditError) -> MerkleHash {
+        try read("computing a tree root") { db in try Merkle.root(size: size, source: StoredTree(db: db)) }
+    }
+
+    /// The inclusion proof of entry `index` (1-based) in the tree of `size` entries.
+    public func inclusionProof(index: UInt64, size: UInt64) throws(AuditError) -> [MerkleHash] {
+        try read("computing an inclusion proof") { db in
+            try Merkle.inclusionProof(index: index - 1, size: size, source: StoredTree(db: db))
+        }
+    }
+
+    /// Inclusion proofs of several entries in one read (an export's page).
+    public func inclusionProofs(indexes: [UInt64], size: UInt64) throws(AuditError) -> [[MerkleHash]] {
+        try read("computing inclusion proofs") { db in
+            let tree = StoredTree(db: db)
+            return try indexes.map { try Merkle.inclusionProof(index: $0 - 1, size: size, source: tree) }
+        }
+    }
+
+    /// The consistency proof between the trees of `oldSize` and `newSize` entries.
+    public func consistencyProof(from oldSize: UInt64, to newSize: UInt64) throws(AuditError) -> [MerkleHash] {
+        try read("computing a consistency proof") { db in
+            try Merkle.consistencyProof(from: oldSize, to: newSize, source: StoredTree(db: db))
+        }
+    }
+
+    /// Signs a checkpoint now if entries are not covered yet (an export wants its newest entries
+    /// proven; a stop does it on its own). Returns at once.
+    public func checkpointNow() {
+        writer.requestCheckpoint()
+    }
+
+    /// Signs `text` as a note with the checkpoint key (an export's manifest).
+    public func signNote(_ text: String) throws -> String {
+        guard let signing else { throw AuditError(.closed, "this log has no signing key") }
+        return try signing.signer.sign(text)
     }
 
     // MARK: closing

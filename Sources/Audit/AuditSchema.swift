@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// The SQLite layout of the evidence store.
@@ -14,7 +15,7 @@ import GRDB
 /// give (time never decreases with the index, so ``AuditLog`` finds that range by binary search and
 /// needs no time index).
 enum AuditSchema {
-    static let version = 2
+    static let version = 3
     /// The `WHERE` of the partial indexes, repeated verbatim by queries that use them (SQLite uses a
     /// partial index only when the query's `WHERE` contains that term).
     static let indexedRows = "kind NOT IN ('statement', 'statement.end')"
@@ -28,6 +29,57 @@ enum AuditSchema {
     ]
     /// "ILK1" in `PRAGMA application_id`, so `file(1)`-like tools and people can tell what this is.
     static let applicationID: Int32 = 0x494C_4B31
+
+    /// Version 3: the Merkle tree over the entries and the signed checkpoints.
+    ///
+    /// `tree_nodes` holds every perfect, aligned subtree hash of the RFC 6962 tree (level 0: the
+    /// leaf hash of entry `idx + 1`; level k, index i: leaves i·2^k ..< (i+1)·2^k), written in the
+    /// transaction that appends the entries. Any inclusion or consistency proof, and the root of any
+    /// size, is computed from O(log n) of them. They stay when retention removes entry bodies, so
+    /// proofs issued before still verify. `checkpoints` holds every signed checkpoint (C2SP signed
+    /// note) with its size and root.
+    static let treeStatements = [
+        """
+        CREATE TABLE tree_nodes (
+            level INTEGER NOT NULL CHECK (level >= 0 AND level < 64),
+            idx INTEGER NOT NULL CHECK (idx >= 0),
+            hash BLOB NOT NULL CHECK (length(hash) = 32),
+            PRIMARY KEY (level, idx)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TRIGGER tree_nodes_append_only_update BEFORE UPDATE ON tree_nodes
+        BEGIN
+            SELECT RAISE(ABORT, 'tree nodes are append-only: UPDATE is refused');
+        END
+        """,
+        """
+        CREATE TRIGGER tree_nodes_append_only_delete BEFORE DELETE ON tree_nodes
+        BEGIN
+            SELECT RAISE(ABORT, 'tree nodes are append-only: DELETE is refused');
+        END
+        """,
+        """
+        CREATE TABLE checkpoints (
+            size INTEGER PRIMARY KEY CHECK (size >= 0),
+            time_us INTEGER NOT NULL,
+            root BLOB NOT NULL CHECK (length(root) = 32),
+            note TEXT NOT NULL
+        )
+        """,
+        """
+        CREATE TRIGGER checkpoints_append_only_update BEFORE UPDATE ON checkpoints
+        BEGIN
+            SELECT RAISE(ABORT, 'checkpoints are append-only: UPDATE is refused');
+        END
+        """,
+        """
+        CREATE TRIGGER checkpoints_append_only_delete BEFORE DELETE ON checkpoints
+        BEGIN
+            SELECT RAISE(ABORT, 'checkpoints are append-only: DELETE is refused');
+        END
+        """,
+    ]
 
     static let createStatements = [
         """
@@ -81,7 +133,7 @@ enum AuditSchema {
                 )
             }
             try db.execute(sql: "PRAGMA application_id = \(applicationID)")
-            for sql in createStatements + indexStatements {
+            for sql in createStatements + indexStatements + treeStatements {
                 try db.execute(sql: sql)
             }
             try db.execute(
@@ -108,6 +160,12 @@ enum AuditSchema {
             for sql in indexStatements {
                 try db.execute(sql: sql)
             }
+            try migrateToTree(db)
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'schema_version'", arguments: ["\(version)"])
+            return
+        }
+        if found == 2 {
+            try migrateToTree(db)
             try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'schema_version'", arguments: ["\(version)"])
             return
         }
@@ -117,6 +175,29 @@ enum AuditSchema {
                 "\(path) has audit schema version \(found); this build reads version \(version). "
                     + (found > version ? "Upgrade interlock." : "Migration is not supported yet.")
             )
+        }
+    }
+
+    /// Version 2 → 3: the tree over every existing entry, built in index order (in batches, so a
+    /// large log does not hold every body in memory at once).
+    static func migrateToTree(_ db: Database) throws {
+        for sql in treeStatements {
+            try db.execute(sql: sql)
+        }
+        var range = MerkleCompactRange()
+        var next: Int64 = 1
+        let insert = try db.makeStatement(sql: "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)")
+        while true {
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT idx, body FROM entries WHERE idx >= ? ORDER BY idx LIMIT 10000", arguments: [next])
+            guard !rows.isEmpty else { break }
+            for row in rows {
+                let body: Data = row["body"]
+                for node in range.append(Merkle.leafHash(body)) {
+                    try insert.execute(arguments: [node.level, Int64(node.index), Data(node.hash.bytes)])
+                }
+                next = (row["idx"] as Int64) + 1
+            }
         }
     }
 }

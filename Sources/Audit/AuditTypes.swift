@@ -78,8 +78,13 @@ public struct AuditQuery: Sendable, Equatable {
     public var kind: String?
     /// Only entries whose index is greater than this (to poll for new entries).
     public var afterIndex: UInt64?
-    /// At most this many entries (the newest ones). Zero or less returns nothing.
+    /// At most this many entries (the newest ones; the oldest ones with ``oldestFirst``). Zero or
+    /// less returns nothing.
     public var limit: Int
+    /// Only entries with an index at most this (an export proven against a checkpoint of this size).
+    public var maxIndex: UInt64?
+    /// Take the oldest `limit` matches instead of the newest (paging forward through an export).
+    public var oldestFirst = false
 
     public init(
         since: Date? = nil,

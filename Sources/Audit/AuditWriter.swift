@@ -22,6 +22,11 @@ final class AuditWriter: @unchecked Sendable {
 
     /// How long an entry that nobody waits on may stay queued before it is committed alone.
     static let deferredDelay: TimeInterval = 0.05
+    /// A checkpoint is signed at most this long after an entry is committed.
+    static let checkpointInterval: TimeInterval = 1
+    /// With no entry for this long, a `log.heartbeat` entry (and its checkpoint) shows the log is
+    /// alive and nothing happened.
+    static let heartbeatInterval: TimeInterval = 60
 
     private let pool: DatabasePool
     private let path: String
@@ -46,6 +51,19 @@ final class AuditWriter: @unchecked Sendable {
     /// The next index, known after the first commit (only the writer thread touches it; a failed
     /// transaction forgets it so it is read again from the database).
     private var nextIndex: UInt64?
+    /// Signs checkpoints; nil: the log keeps its tree but signs nothing (tests of other parts).
+    private let signing: AuditSigning?
+    /// The checkpoints' first line.
+    private let origin: String
+    // Writer thread only:
+    /// The tree's right edge after the last commit (nil after a failed transaction: reloaded).
+    private var tree: MerkleCompactRange?
+    private var lastCheckpoint: StoredCheckpoint?
+    /// When the last entry was committed (for the heartbeat).
+    private var lastCommit = Date()
+    private var signedCheckpoints = 0
+    /// Guarded by `condition`: sign at once, whatever the interval (tests, `requestCheckpoint`).
+    private var forceCheckpoint = false
 
     init(
         pool: DatabasePool,
@@ -53,14 +71,20 @@ final class AuditWriter: @unchecked Sendable {
         logger: Logger,
         clock: @escaping @Sendable () -> Date,
         lastMicros: Int64,
-        maximumEntrySize: Int
+        maximumEntrySize: Int,
+        signing: AuditSigning? = nil,
+        origin: String = "",
+        lastCheckpoint: StoredCheckpoint? = nil
     ) {
+        self.origin = origin
         self.pool = pool
         self.path = path
         self.logger = logger
         self.clock = clock
         self.lastMicros = lastMicros
         self.maximumEntrySize = maximumEntrySize
+        self.signing = signing
+        self.lastCheckpoint = lastCheckpoint
     }
 
     func start() {
@@ -132,9 +156,27 @@ final class AuditWriter: @unchecked Sendable {
         var batch: [Pending] = []
         while true {
             condition.lock()
+            var treeWork = false
+            var forced = false
             while !closing {
-                if paused || pending.isEmpty {
+                if paused {
                     condition.wait()
+                } else if pending.isEmpty {
+                    // Nothing to append: wait for an entry, or for the next checkpoint or heartbeat.
+                    if forceCheckpoint {
+                        forceCheckpoint = false
+                        (treeWork, forced) = (true, true)
+                        break
+                    }
+                    guard let due = treeWorkDue() else {
+                        condition.wait()
+                        continue
+                    }
+                    if Date() >= due {
+                        treeWork = true
+                        break
+                    }
+                    _ = condition.wait(until: due)
                 } else if pendingUrgent {
                     break
                 } else if let since = oldestDeferred {
@@ -146,7 +188,11 @@ final class AuditWriter: @unchecked Sendable {
                     break
                 }
             }
-            if pending.isEmpty {  // closing and drained
+            if pending.isEmpty && !treeWork {  // closing and drained
+                condition.unlock()
+                // The last checkpoint covers everything, `daemon.stopped` included.
+                signPendingCheckpoint()
+                condition.lock()
                 finished = true
                 thread = nil
                 condition.broadcast()
@@ -158,10 +204,123 @@ final class AuditWriter: @unchecked Sendable {
             oldestDeferred = nil
             condition.unlock()
 
-            commit(batch)
+            if batch.isEmpty {
+                if !forced, let checkpointed = lastCheckpoint, checkpointed.size == committedSize,
+                    let beat = heartbeat()
+                {
+                    commit([beat])
+                } else {
+                    signPendingCheckpoint()
+                }
+            } else {
+                commit(batch)
+            }
             batch.removeAll(keepingCapacity: true)
         }
     }
+
+    // MARK: the tree and checkpoints (writer thread)
+
+    /// Entries committed so far (the tree's size), when known.
+    private var committedSize: UInt64? { nextIndex.map { $0 - 1 } }
+
+    /// When the writer must wake up with nothing queued: one second after the last checkpoint when
+    /// entries are not covered yet, or a minute after the last entry (heartbeat). Nil without a
+    /// signing key.
+    private func treeWorkDue() -> Date? {
+        guard signing != nil else { return nil }
+        guard let size = committedSize else { return Date() }  // not loaded yet: load and look
+        if let last = lastCheckpoint, last.size == size {
+            return lastCommit.addingTimeInterval(Self.heartbeatInterval)
+        }
+        return (lastCheckpoint?.time ?? .distantPast).addingTimeInterval(Self.checkpointInterval)
+    }
+
+    /// The entry written when nothing else was for a minute.
+    private func heartbeat() -> Pending? {
+        guard
+            let template = try? EntryTemplate.make(
+                kind: AuditKind.heartbeat, subject: AuditSubject(),
+                fields: ["interval_s": .int(Int64(Self.heartbeatInterval))])
+        else { return nil }
+        condition.lock()
+        let stamped = max(AuditTime.micros(clock()), lastMicros)
+        lastMicros = stamped
+        condition.unlock()
+        return Pending(
+            kind: AuditKind.heartbeat, template: template, micros: stamped, urgent: true, completion: { _ in })
+    }
+
+    /// A transaction that only signs a checkpoint over what is committed (when something is not
+    /// covered yet), also loading the tree the first time.
+    private func signPendingCheckpoint() {
+        guard signing != nil else { return }
+        do {
+            try pool.writeWithoutTransaction { db in
+                try db.inTransaction(.immediate) {
+                    let size = try loadTree(db)
+                    if lastCheckpoint?.size != size {
+                        try signCheckpoint(db)
+                    }
+                    return .commit
+                }
+            }
+            if let signed = pendingCheckpoint {
+                lastCheckpoint = signed
+                pendingCheckpoint = nil
+                signedCheckpoints += 1
+            }
+        } catch {
+            tree = nil
+            nextIndex = nil
+            pendingCheckpoint = nil
+            logger.critical(
+                "ALERT: cannot sign a checkpoint of the audit log", metadata: ["audit.error": "\(error)"])
+        }
+    }
+
+    /// Makes sure `tree` and `nextIndex` describe the committed log; returns its size.
+    @discardableResult
+    private func loadTree(_ db: Database) throws -> UInt64 {
+        let next: UInt64
+        if let known = nextIndex {
+            next = known
+        } else {
+            let last = try Int64.fetchOne(db.cachedStatement(sql: "SELECT coalesce(max(idx), 0) FROM entries")) ?? 0
+            next = UInt64(last) + 1
+            nextIndex = next
+        }
+        if tree?.size != next - 1 {
+            tree = try StoredTree(db: db).compactRange(size: next - 1)
+        }
+        return next - 1
+    }
+
+    /// Signs a checkpoint of the tree as it is in this transaction, after checking that the tree
+    /// still has the root the previous checkpoint signed (the daemon never signs a view that is
+    /// inconsistent with one it signed before). Sets `pendingCheckpoint`; it becomes
+    /// `lastCheckpoint` when the transaction commits.
+    private func signCheckpoint(_ db: Database) throws {
+        guard let signing, let tree else { return }
+        if let last = lastCheckpoint {
+            guard tree.size > last.size else { return }
+            let rootThen = try Merkle.root(size: last.size, source: StoredTree(db: db))
+            guard rootThen == last.root else {
+                throw AuditError(
+                    .corrupt,
+                    "the tree at size \(last.size) has root \(rootThen.hex), not the \(last.root.hex) its checkpoint "
+                        + "signed: the log was changed; no checkpoint is signed until this is investigated")
+            }
+        }
+        let now = clock()
+        let text = Checkpoint(origin: origin, size: tree.size, rootHash: tree.root.bytes).text
+        let note = try signing.signer.sign(text)
+        try db.cachedStatement(sql: "INSERT INTO checkpoints (size, time_us, root, note) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [Int64(tree.size), AuditTime.micros(now), Data(tree.root.bytes), note])
+        pendingCheckpoint = StoredCheckpoint(size: tree.size, root: tree.root, time: now, note: note)
+    }
+
+    private var pendingCheckpoint: StoredCheckpoint?
 
     private func commit(_ batch: [Pending]) {
         var committed: [(completion: @Sendable (Result<AuditRecord, AuditError>) -> Void, record: AuditRecord)] = []
@@ -178,15 +337,8 @@ final class AuditWriter: @unchecked Sendable {
                     // The next index is read from the database once, and again after any failed
                     // transaction (which consumes none); the insert trigger refuses anything but
                     // max(idx)+1, so the writer's copy cannot drift unnoticed.
-                    var next: UInt64
-                    if let known = nextIndex {
-                        next = known
-                    } else {
-                        let last =
-                            try Int64.fetchOne(db.cachedStatement(sql: "SELECT coalesce(max(idx), 0) FROM entries"))
-                            ?? 0
-                        next = UInt64(last) + 1
-                    }
+                    var next = try loadTree(db) + 1
+                    pendingCheckpoint = nil
                     let insert = try db.cachedStatement(
                         sql:
                             "INSERT INTO entries (idx, time_us, kind, user, resource, session, body) "
@@ -204,6 +356,10 @@ final class AuditWriter: @unchecked Sendable {
                             item.template.subject.user, item.template.subject.resource, item.template.subject.session,
                             Data(body),
                         ])
+                        // The leaf and every perfect subtree it completes, in the same transaction.
+                        if let completed = tree?.append(Merkle.leafHash(body)) {
+                            try StoredTree.insert(db, completed)
+                        }
                         committed.append(
                             (
                                 item.completion,
@@ -217,10 +373,36 @@ final class AuditWriter: @unchecked Sendable {
                         )
                         next += 1
                     }
+                    if signing != nil,
+                        Date().timeIntervalSince(lastCheckpoint?.time ?? .distantPast) >= Self.checkpointInterval
+                    {
+                        // Once a second at most while entries arrive; a failure to sign never refuses
+                        // the entries (the next transaction, or the timer, tries again).
+                        do {
+                            try db.execute(sql: "SAVEPOINT checkpoint")
+                            try signCheckpoint(db)
+                            try db.execute(sql: "RELEASE checkpoint")
+                        } catch {
+                            pendingCheckpoint = nil
+                            try? db.execute(sql: "ROLLBACK TO checkpoint")
+                            try? db.execute(sql: "RELEASE checkpoint")
+                            logger.critical(
+                                "ALERT: cannot sign a checkpoint of the audit log",
+                                metadata: ["audit.error": "\(error)"])
+                        }
+                    }
                     try db.cachedStatement(sql: "COMMIT").execute()
                     nextIndex = next
+                    lastCommit = Date()
+                    if let signed = pendingCheckpoint {
+                        lastCheckpoint = signed
+                        pendingCheckpoint = nil
+                        signedCheckpoints += 1
+                    }
                 } catch {
                     nextIndex = nil
+                    tree = nil
+                    pendingCheckpoint = nil
                     if db.isInsideTransaction { try? db.execute(sql: "ROLLBACK") }
                     throw error
                 }
@@ -267,6 +449,14 @@ final class AuditWriter: @unchecked Sendable {
         for (completion, record) in committed {
             completion(.success(record))
         }
+    }
+
+    /// Wakes the writer to sign a checkpoint over what is committed, if anything is not covered.
+    func requestCheckpoint() {
+        condition.lock()
+        forceCheckpoint = true
+        condition.broadcast()
+        condition.unlock()
     }
 
     // MARK: test hooks

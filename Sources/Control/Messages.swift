@@ -30,6 +30,8 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case auditList = "audit.list"
     case reload
     case uninstall
+    case auditPublicKey = "audit.public-key"
+    case auditExport = "audit.export"
     case approvalsList = "approvals.list"
     case approvalsApprove = "approvals.approve"
     case approvalsDeny = "approvals.deny"
@@ -41,7 +43,7 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     /// are whoever the rules name, and the daemon checks each request and decision against them.
     public var requiredAccess: AccessLevel {
         switch self {
-        case .status, .rulesShow, .auditList: .read
+        case .status, .rulesShow, .auditList, .auditPublicKey, .auditExport: .read
         case .reload, .uninstall: .admin
         case .approvalsList, .approvalsApprove, .approvalsDeny, .approvalsWatch, .approvalsGrants, .approvalsRevoke:
             .none
@@ -53,11 +55,120 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var command: ControlCommand
     public var audit: AuditQueryArgs?
     public var approval: ApprovalArgs?
+    public var export: ExportArgs?
 
-    public init(command: ControlCommand, audit: AuditQueryArgs? = nil, approval: ApprovalArgs? = nil) {
+    public init(
+        command: ControlCommand, audit: AuditQueryArgs? = nil, approval: ApprovalArgs? = nil, export: ExportArgs? = nil
+    ) {
         self.command = command
         self.audit = audit
         self.approval = approval
+        self.export = export
+    }
+}
+
+/// `audit.export`: one page of an export bundle. The first page (no `after`) fixes the checkpoint
+/// every later page proves against (`size`).
+public struct ExportArgs: Codable, Sendable, Equatable {
+    /// The checkpoint size to prove against; nil: the newest (the daemon signs one first).
+    public var size: UInt64?
+    /// Entries with an index greater than this.
+    public var after: UInt64?
+    /// At most this many entries (default and maximum 2000).
+    public var limit: Int?
+    /// A checkpoint the auditor kept (its signed note): the first page adds a consistency proof
+    /// from it.
+    public var trustedCheckpoint: String?
+    /// After the last page: the daemon selects the same entries again, counts and hashes them, and
+    /// answers the signed manifest (in `message`).
+    public var seal: Bool?
+
+    public init(
+        size: UInt64? = nil, after: UInt64? = nil, limit: Int? = nil, trustedCheckpoint: String? = nil,
+        seal: Bool? = nil
+    ) {
+        self.size = size
+        self.after = after
+        self.limit = limit
+        self.trustedCheckpoint = trustedCheckpoint
+        self.seal = seal
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case size, after, limit, seal
+        case trustedCheckpoint = "trusted_checkpoint"
+    }
+}
+
+/// One entry of an export with its proof.
+public struct ExportedEntry: Codable, Sendable, Equatable {
+    public var index: UInt64
+    public var leafHash: String
+    public var proof: [String]
+    /// The entry's canonical JSON, exactly as hashed.
+    public var entry: String
+
+    public init(index: UInt64, leafHash: String, proof: [String], entry: String) {
+        self.index = index
+        self.leafHash = leafHash
+        self.proof = proof
+        self.entry = entry
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case index, proof, entry
+        case leafHash = "leaf_hash"
+    }
+}
+
+public struct ExportConsistency: Codable, Sendable, Equatable {
+    public var from: UInt64
+    public var to: UInt64
+    public var proof: [String]
+
+    public init(from: UInt64, to: UInt64, proof: [String]) {
+        self.from = from
+        self.to = to
+        self.proof = proof
+    }
+}
+
+public struct ExportPage: Codable, Sendable, Equatable {
+    public var origin: String
+    public var applianceID: String
+    public var verifierKey: String
+    public var checkpointSize: UInt64
+    /// The signed note of `checkpointSize`.
+    public var checkpoint: String
+    /// First page: older signed notes (the first checkpoint that covered the first entry).
+    public var olderCheckpoints: [String]
+    /// First page: consistency proofs from the older checkpoints (and the trusted one) to `checkpointSize`.
+    public var consistency: [ExportConsistency]
+    public var entries: [ExportedEntry]
+    /// Pass as `after` for the next page; nil: this was the last.
+    public var next: UInt64?
+
+    public init(
+        origin: String, applianceID: String, verifierKey: String, checkpointSize: UInt64, checkpoint: String,
+        olderCheckpoints: [String], consistency: [ExportConsistency], entries: [ExportedEntry], next: UInt64?
+    ) {
+        self.origin = origin
+        self.applianceID = applianceID
+        self.verifierKey = verifierKey
+        self.checkpointSize = checkpointSize
+        self.checkpoint = checkpoint
+        self.olderCheckpoints = olderCheckpoints
+        self.consistency = consistency
+        self.entries = entries
+        self.next = next
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case origin, checkpoint, consistency, entries, next
+        case applianceID = "appliance_id"
+        case verifierKey = "verifier_key"
+        case checkpointSize = "checkpoint_size"
+        case olderCheckpoints = "older_checkpoints"
     }
 }
 
@@ -296,12 +407,16 @@ public struct ControlResponse: Codable, Sendable {
     public var events: [ApprovalEventInfo]?
     /// `approvals.watch`: the newest sequence number (pass it back as `after`).
     public var sequence: UInt64?
+    /// `audit.export`: one page.
+    public var export: ExportPage?
 
     public init(
         ok: Bool, error: ControlFailure? = nil, status: StatusReport? = nil, rules: RulesReport? = nil,
         entries: [String]? = nil, message: String? = nil, approvals: [ApprovalInfo]? = nil,
-        grants: [GrantInfo]? = nil, events: [ApprovalEventInfo]? = nil, sequence: UInt64? = nil
+        grants: [GrantInfo]? = nil, events: [ApprovalEventInfo]? = nil, sequence: UInt64? = nil,
+        export: ExportPage? = nil
     ) {
+        self.export = export
         self.ok = ok
         self.error = error
         self.status = status

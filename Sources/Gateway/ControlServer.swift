@@ -2,6 +2,7 @@ import Approvals
 import Audit
 import Capture
 import Control
+import Crypto
 import Dispatch
 import Foundation
 import Logging
@@ -90,6 +91,13 @@ public final class ControlService: Sendable {
                 ok: true, rules: RulesetReport(status: runtime.inspectRuleset(), nft: runtime.policy.ruleset.nftText()))
         case .auditList:
             return auditList(request.audit ?? AuditQueryArgs())
+        case .auditPublicKey:
+            guard let key = runtime.audit.verifierKey else {
+                return .failure("internal", "the evidence log has no signing key")
+            }
+            return ControlResponse(ok: true, message: key)
+        case .auditExport:
+            return auditExport(request.audit ?? AuditQueryArgs(), request.export ?? ExportArgs())
         case .reload:
             logger.info("reload requested", metadata: ["by": "\(peer.user ?? "\(peer.uid)")"])
             switch runtime.reload(trigger: "control by \(peer.user ?? "uid \(peer.uid)")") {
@@ -221,6 +229,151 @@ public final class ControlService: Sendable {
             counters: runtime.counters.snapshot,
             auditDatabase: p.config.audit.database,
             auditLastIndex: (try? runtime.audit.lastIndex) ?? 0)
+    }
+
+    /// The filters of `audit list` and `audit export`, or the failure to answer.
+    func auditQuery(_ args: AuditQueryArgs) -> Result<AuditQuery, ControlFailure> {
+        var q = AuditQuery()
+        if let s = args.since {
+            guard let d = AuditLog.parseTime(s) else {
+                return .failure(ControlFailure(code: "bad_request", message: "--since: cannot read time '\(s)'"))
+            }
+            q.since = d
+        }
+        if let s = args.until {
+            guard let d = AuditLog.parseTime(s) else {
+                return .failure(ControlFailure(code: "bad_request", message: "--until: cannot read time '\(s)'"))
+            }
+            q.until = d
+        }
+        q.user = args.user
+        q.resource = args.resource
+        q.kind = args.kind
+        return .success(q)
+    }
+
+    /// One page of an export: entries in index order with inclusion proofs against one checkpoint.
+    func auditExport(_ args: AuditQueryArgs, _ export: ExportArgs) -> ControlResponse {
+        var q: AuditQuery
+        switch auditQuery(args) {
+        case .success(let query): q = query
+        case .failure(let f): return ControlResponse(ok: false, error: f)
+        }
+        let audit = runtime.audit
+        guard let verifierKey = audit.verifierKey else {
+            return .failure("internal", "the evidence log has no signing key")
+        }
+        do {
+            let checkpoint: StoredCheckpoint
+            if let size = export.size {
+                guard let found = try audit.checkpoints(sizes: size...size).first else {
+                    return .failure("bad_request", "no checkpoint of size \(size)")
+                }
+                checkpoint = found
+            } else {
+                // The newest entries too: ask for a checkpoint over them and wait for it (≤ 3 s).
+                let last = try audit.lastIndex
+                audit.checkpointNow()
+                var newest = try audit.latestCheckpoint()
+                let deadline = Date().addingTimeInterval(3)
+                while (newest?.size ?? 0) < last && Date() < deadline {
+                    Thread.sleep(forTimeInterval: 0.02)
+                    newest = try audit.latestCheckpoint()
+                }
+                guard let newest else { return .failure("internal", "the evidence log has no checkpoint yet") }
+                checkpoint = newest
+            }
+            if export.seal == true {
+                return try sealExport(q, args: args, checkpoint: checkpoint)
+            }
+            let limit = min(max(export.limit ?? 2000, 1), 2000)
+            q.afterIndex = export.after
+            q.maxIndex = checkpoint.size
+            q.oldestFirst = true
+            q.limit = limit
+            let records = try audit.query(q)
+            let proofs = try audit.inclusionProofs(indexes: records.map(\.index), size: checkpoint.size)
+            var entries: [ExportedEntry] = []
+            entries.reserveCapacity(records.count)
+            for (record, proof) in zip(records, proofs) {
+                entries.append(
+                    ExportedEntry(
+                        index: record.index, leafHash: Merkle.leafHash(record.body).hex, proof: proof.map(\.hex),
+                        entry: record.text))
+            }
+            var older: [String] = []
+            var consistency: [ExportConsistency] = []
+            if export.after == nil {
+                if let first = records.first, let covering = try audit.firstCheckpoint(covering: first.index),
+                    covering.size < checkpoint.size
+                {
+                    older.append(covering.note)
+                    let proof = try audit.consistencyProof(from: covering.size, to: checkpoint.size)
+                    consistency.append(
+                        ExportConsistency(from: covering.size, to: checkpoint.size, proof: proof.map(\.hex)))
+                }
+                if let trusted = export.trustedCheckpoint {
+                    guard let note = try? SignedNote.parse(trusted), let parsed = try? Checkpoint.parse(note.text)
+                    else {
+                        return .failure("bad_request", "--trusted-checkpoint: not a signed checkpoint")
+                    }
+                    if parsed.size < checkpoint.size, !consistency.contains(where: { $0.from == parsed.size }) {
+                        let proof = try audit.consistencyProof(from: parsed.size, to: checkpoint.size)
+                        consistency.append(
+                            ExportConsistency(from: parsed.size, to: checkpoint.size, proof: proof.map(\.hex)))
+                    }
+                }
+            }
+            let page = ExportPage(
+                origin: audit.origin, applianceID: audit.applianceID, verifierKey: verifierKey,
+                checkpointSize: checkpoint.size, checkpoint: checkpoint.note, olderCheckpoints: older,
+                consistency: consistency, entries: entries,
+                next: records.count == limit ? records.last?.index : nil)
+            return ControlResponse(ok: true, export: page)
+        } catch {
+            return .failure("internal", "cannot export the evidence log: \(error)")
+        }
+    }
+
+    /// The export's signed manifest: the same selection again, counted and hashed here, so the
+    /// auditor's bundle cannot claim more or other entries than the appliance gave.
+    func sealExport(_ base: AuditQuery, args: AuditQueryArgs, checkpoint: StoredCheckpoint) throws -> ControlResponse {
+        var q = base
+        q.maxIndex = checkpoint.size
+        q.oldestFirst = true
+        q.limit = 5000
+        var hasher = SHA256()
+        var count = 0
+        var first: UInt64?
+        var last: UInt64?
+        while true {
+            let records = try runtime.audit.query(q)
+            for r in records {
+                hasher.update(data: r.body)
+                hasher.update(data: [0x0A])
+                first = first ?? r.index
+                last = r.index
+                count += 1
+            }
+            guard records.count == q.limit, let end = records.last?.index else { break }
+            q.afterIndex = end
+        }
+        var query: [String: String] = [:]
+        for (k, v) in [
+            ("since", args.since), ("until", args.until), ("user", args.user), ("resource", args.resource),
+            ("kind", args.kind),
+        ] {
+            if let v { query[k] = v }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let manifest = AuditBundle.Manifest(
+            origin: runtime.audit.origin, checkpointSize: checkpoint.size,
+            query: String(decoding: try encoder.encode(query), as: UTF8.self),
+            filtered: args.user != nil || args.resource != nil || args.kind != nil, entries: count, firstIndex: first,
+            lastIndex: last, digest: hasher.finalize().map { String(format: "%02x", $0) }.joined(),
+            time: AuditLog.formatTime(Date()))
+        return ControlResponse(ok: true, message: try runtime.audit.signNote(manifest.text))
     }
 
     func auditList(_ args: AuditQueryArgs) -> ControlResponse {

@@ -115,6 +115,10 @@ public struct AuditSettings: Sendable, Equatable {
     public var durability: AuditDurabilitySetting = .crash
     /// How much of each statement the evidence keeps (`audit.statement_text`).
     public var statementText: StatementTextSetting = .full
+    /// The Ed25519 key that signs checkpoints (`audit.signing_key`); nil: `checkpoint.key` beside
+    /// the database, created at the first start. Its public half is written beside it as
+    /// `checkpoint.pub`.
+    public var signingKey: String?
 
     public init() {}
 }

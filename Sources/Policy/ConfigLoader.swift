@@ -254,7 +254,8 @@ struct Walker {
     }
 
     func audit(_ node: Node) throws(ConfigError) -> AuditSettings {
-        let m = try mapping(node, key: "audit", allowed: ["database", "durability", "statement_text"])
+        let m = try mapping(
+            node, key: "audit", allowed: ["database", "durability", "statement_text", "signing_key"])
         var a = AuditSettings()
         if let n = m["database"] {
             a.database = try string(n, "audit.database")
@@ -264,6 +265,7 @@ struct Walker {
         if let n = m["statement_text"] {
             a.statementText = try choice(n, "audit.statement_text", StatementTextSetting.self)
         }
+        if let n = m["signing_key"] { a.signingKey = try absolutePath(n, "audit.signing_key") }
         return a
     }
 

@@ -64,7 +64,7 @@ struct Interlock: ParsableCommand {
         commandName: "interlock",
         abstract: "Operate, inspect and audit interlockd.",
         subcommands: [
-            Status.self, Rules.self, Audit.self, ApprovalsCommand.self, Reload.self, PolicyCommand.self,
+            Status.self, Rules.self, AuditCommand.self, ApprovalsCommand.self, Reload.self, PolicyCommand.self,
             TLSCommand.self,
             Uninstall.self,
         ])
@@ -117,8 +117,10 @@ struct Rules: ParsableCommand {
     }
 }
 
-struct Audit: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The evidence log.", subcommands: [List.self])
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "The evidence log: list, export, verify.",
+        subcommands: [List.self, PublicKey.self, Export.self, Verify.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List evidence entries, oldest first.")

@@ -99,11 +99,32 @@ logger.info(
     metadata: ["version": "\(interlockVersion)", "uid": "\(getuid())", "config": "\(options.config)"])
 
 // 4. Evidence, kernel, listeners.
+// The checkpoint signing key: created at the first start (mode 0600, the daemon's own), its public
+// half written beside it for operators to hand to auditors (`interlock audit public-key` prints it).
+let signingKeyPath = settings.audit.signingKey ?? databaseDirectory + "/checkpoint.key"
+let signer: NoteSigner
+do {
+    if FileManager.default.fileExists(atPath: signingKeyPath) {
+        signer = try NoteKeyFile.read(path: signingKeyPath)
+    } else {
+        let host = ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" }
+        signer = try NoteSigner.generate(name: "interlock-" + (host.isEmpty ? "appliance" : host))
+        try NoteKeyFile.write(signer, to: signingKeyPath)
+        logger.notice("created the checkpoint signing key", metadata: ["path": "\(signingKeyPath)"])
+    }
+    let publicPath =
+        (signingKeyPath.hasSuffix(".key") ? String(signingKeyPath.dropLast(4)) : signingKeyPath) + ".pub"
+    try Data((signer.verifierKey + "\n").utf8).write(to: URL(fileURLWithPath: publicPath), options: .atomic)
+    chmod(publicPath, 0o644)
+} catch {
+    die("cannot load the checkpoint signing key \(signingKeyPath): \(error)")
+}
 let audit: AuditLog
 do {
     audit = try AuditLog.open(
         path: settings.audit.database,
         durability: settings.audit.durability == .powerLoss ? .powerLoss : .crash,
+        signing: AuditSigning(signer: signer, genesis: ["version": .string(interlockVersion)]),
         logger: logger)
 } catch {
     die("cannot open the evidence log \(settings.audit.database): \(error)")

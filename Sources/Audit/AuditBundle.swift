@@ -1,0 +1,512 @@
+import Foundation
+
+/// An export bundle: selected entries with everything needed to check them offline, with nothing
+/// but the appliance's public key.
+///
+/// ```
+/// manifest             what was exported: the query, counts, a digest of entries.jsonl (signed note)
+/// checkpoint           the newest checkpoint the entries are proven against (C2SP signed note)
+/// checkpoints/N.note   older checkpoints (the first that covered the first entry; the auditor's own)
+/// consistency.json     a consistency proof from each older checkpoint to the newest
+/// entries.jsonl        the entries, canonical JSON, one per line, in index order
+/// proofs.jsonl         per entry: index, leaf hash, inclusion proof in the newest checkpoint's tree
+/// entries.csv          the same entries for spreadsheets: index, leaf hash, time, kind, user, ...
+/// public.key           the verifier key the daemon says it signs with (verify with your own copy)
+/// blobs/<sha256>       payloads entries reference by hash (none yet)
+/// ```
+public enum AuditBundle {
+    public static let format = "interlock-bundle/1"
+
+    /// What the bundle holds, signed by the appliance when it was exported: the daemon runs the
+    /// query again, counts and hashes the entries it selects, and signs this text with its
+    /// checkpoint key. So no byte of the bundle is unchecked: the entries by their proofs and this
+    /// digest, the checkpoints and this manifest by their signatures.
+    public struct Manifest: Sendable, Equatable {
+        public var origin: String
+        public var checkpointSize: UInt64
+        /// The query, as compact JSON with sorted keys (`{"kind":"approval.","since":"24h"}`).
+        public var query: String
+        /// Whether the query selects by user, resource or kind (then entries need not be contiguous).
+        public var filtered: Bool
+        public var entries: Int
+        public var firstIndex: UInt64?
+        public var lastIndex: UInt64?
+        /// SHA-256 (hex) of entries.jsonl: every entry's canonical JSON followed by a newline.
+        public var digest: String
+        public var time: String
+
+        public init(
+            origin: String, checkpointSize: UInt64, query: String, filtered: Bool, entries: Int, firstIndex: UInt64?,
+            lastIndex: UInt64?, digest: String, time: String
+        ) {
+            self.origin = origin
+            self.checkpointSize = checkpointSize
+            self.query = query
+            self.filtered = filtered
+            self.entries = entries
+            self.firstIndex = firstIndex
+            self.lastIndex = lastIndex
+            self.digest = digest
+            self.time = time
+        }
+
+        /// The note text (signed as a C2SP note).
+        public var text: String {
+            [
+                AuditBundle.format, "origin \(origin)", "checkpoint \(checkpointSize)", "query \(query)",
+                "filtered \(filtered)", "entries \(entries)", "first \(firstIndex.map(String.init) ?? "-")",
+                "last \(lastIndex.map(String.init) ?? "-")", "sha256 \(digest)", "time \(time)",
+            ].joined(separator: "\n") + "\n"
+        }
+
+        public static func parse(_ text: String) throws -> Manifest {
+            var fields: [String: String] = [:]
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+            guard lines.first == Substring(AuditBundle.format) else {
+                throw NoteError("not an \(AuditBundle.format) manifest")
+            }
+            for line in lines.dropFirst() {
+                guard let space = line.firstIndex(of: " ") else { throw NoteError("bad manifest line: \(line)") }
+                fields[String(line[..<space])] = String(line[line.index(after: space)...])
+            }
+            func field(_ k: String) throws -> String {
+                guard let v = fields[k] else { throw NoteError("the manifest has no \(k)") }
+                return v
+            }
+            func index(_ k: String) throws -> UInt64? {
+                let v = try field(k)
+                if v == "-" { return nil }
+                guard let n = UInt64(v) else { throw NoteError("manifest \(k) is not a number") }
+                return n
+            }
+            guard let size = UInt64(try field("checkpoint")), let count = Int(try field("entries")),
+                let filtered = Bool(try field("filtered"))
+            else {
+                throw NoteError("the manifest's numbers are unreadable")
+            }
+            return Manifest(
+                origin: try field("origin"), checkpointSize: size, query: try field("query"), filtered: filtered,
+                entries: count, firstIndex: try index("first"), lastIndex: try index("last"),
+                digest: try field("sha256"), time: try field("time"))
+        }
+    }
+
+    public struct Proof: Codable, Sendable, Equatable {
+        public var index: UInt64
+        public var leafHash: String
+        public var proof: [String]
+
+        public init(index: UInt64, leafHash: String, proof: [String]) {
+            self.index = index
+            self.leafHash = leafHash
+            self.proof = proof
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case index, proof
+            case leafHash = "leaf_hash"
+        }
+    }
+
+    public struct Consistency: Codable, Sendable, Equatable {
+        public var from: UInt64
+        public var to: UInt64
+        public var proof: [String]
+
+        public init(from: UInt64, to: UInt64, proof: [String]) {
+            self.from = from
+            self.to = to
+            self.proof = proof
+        }
+    }
+
+    /// One CSV row: index, leaf hash, time, kind, user, resource, session, the entry's JSON.
+    public static func csvRow(index: UInt64, leafHash: String, entry: [UInt8]) -> String {
+        var time = "", kind = "", user = "", resource = "", session = ""
+        if case .object(let m)? = try? CanonicalJSON.decode(entry) {
+            func text(_ key: String) -> String {
+                if case .string(let s)? = m[key] { return s }
+                return ""
+            }
+            (time, kind, user, resource, session) = (
+                text("time"), text("kind"), text("user"), text("resource"), text("session")
+            )
+        }
+        return [String(index), leafHash, time, kind, user, resource, session, String(decoding: entry, as: UTF8.self)]
+            .map(csvField).joined(separator: ",")
+    }
+
+    public static let csvHeader = "index,leaf_hash,time,kind,user,resource,session,entry"
+
+    static func csvField(_ s: String) -> String {
+        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+}
+
+extension AuditBundle {
+    /// Writes a bundle directory as pages of entries arrive (the CLI's export, and tests).
+    public struct Writer {
+        public let directory: URL
+        private var entries = Data()
+        private var proofs = Data()
+        private var csv = Data((AuditBundle.csvHeader + "\n").utf8)
+        private let encoder: JSONEncoder
+        public private(set) var count = 0
+
+        /// Creates `directory` (it must not exist, or be empty).
+        public init(directory: String) throws {
+            let fm = FileManager.default
+            if fm.fileExists(atPath: directory), !((try? fm.contentsOfDirectory(atPath: directory))?.isEmpty ?? false) {
+                throw NoteError("\(directory) exists and is not empty")
+            }
+            self.directory = URL(fileURLWithPath: directory)
+            try fm.createDirectory(
+                at: self.directory.appendingPathComponent("checkpoints"), withIntermediateDirectories: true)
+            try fm.createDirectory(
+                at: self.directory.appendingPathComponent("blobs"), withIntermediateDirectories: true)
+            encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        }
+
+        public mutating func append(index: UInt64, leafHash: String, proof: [String], entry: [UInt8]) throws {
+            entries.append(contentsOf: entry)
+            entries.append(0x0A)
+            proofs.append(try encoder.encode(Proof(index: index, leafHash: leafHash, proof: proof)))
+            proofs.append(0x0A)
+            csv.append(Data((AuditBundle.csvRow(index: index, leafHash: leafHash, entry: entry) + "\n").utf8))
+            count += 1
+        }
+
+        /// Writes every file. `olderCheckpoints` are signed notes; `manifest` the signed manifest.
+        public func finish(
+            checkpoint: String, olderCheckpoints: [String], consistency: [Consistency], verifierKey: String,
+            manifest: String
+        ) throws {
+            func write(_ data: Data, _ name: String) throws {
+                try data.write(to: directory.appendingPathComponent(name))
+            }
+            try write(entries, "entries.jsonl")
+            try write(proofs, "proofs.jsonl")
+            try write(csv, "entries.csv")
+            try write(Data(checkpoint.utf8), "checkpoint")
+            for note in olderCheckpoints {
+                let size = (try? Checkpoint.parse(SignedNote.parse(note).text).size).map { String($0) } ?? "unknown"
+                try write(Data(note.utf8), "checkpoints/\(size).note")
+            }
+            try write(try encoder.encode(consistency), "consistency.json")
+            try write(Data((verifierKey + "\n").utf8), "public.key")
+            try write(Data(manifest.utf8), "manifest")
+        }
+    }
+}
+
+/// Verifies a bundle offline: signatures, every inclusion proof, consistency with the older
+/// checkpoints it holds and with one the auditor trusts, blob hashes, and the sanity of what the
+/// entries say happened.
+public enum BundleVerifier {
+    public static func verify(
+        directory: String, verifier: NoteVerifier, trustedCheckpoint: String? = nil
+    ) -> VerificationReport {
+        var report = VerificationReport()
+        let dir = URL(fileURLWithPath: directory)
+        func read(_ name: String) -> Data? { try? Data(contentsOf: dir.appendingPathComponent(name)) }
+
+        let manifest: AuditBundle.Manifest
+        do {
+            guard let data = read("manifest"), let note = String(data: data, encoding: .utf8) else {
+                throw NoteError("the manifest file is missing")
+            }
+            manifest = try AuditBundle.Manifest.parse(try verifier.verify(note))
+        } catch {
+            report.fail("the manifest does not verify with \(verifier.name): \(error)")
+            return report
+        }
+        if read("public.key") != Data((verifier.encodedKey + "\n").utf8) {
+            report.fail("public.key is not the key you verify with: the bundle names another signer")
+        }
+        // The newest checkpoint.
+        guard let noteData = read("checkpoint"), let note = String(data: noteData, encoding: .utf8) else {
+            report.fail("the checkpoint file is missing")
+            return report
+        }
+        let latest: Checkpoint
+        do {
+            latest = try Checkpoint.parse(try verifier.verify(note))
+        } catch {
+            report.fail(
+                checkpoint: manifest.checkpointSize, "the checkpoint does not verify with \(verifier.name): \(error)")
+            return report
+        }
+        guard let root = MerkleHash(bytes: latest.rootHash) else {
+            report.fail(checkpoint: latest.size, "the checkpoint's root is not 32 bytes")
+            return report
+        }
+        if latest.origin != manifest.origin {
+            report.fail(
+                checkpoint: latest.size,
+                "the checkpoint is for log \(latest.origin), the manifest says \(manifest.origin)")
+        }
+        if latest.size != manifest.checkpointSize {
+            report.fail(
+                checkpoint: latest.size, "the manifest says the entries are proven at size \(manifest.checkpointSize)")
+        }
+        report.checkpoints += 1
+        report.latest = (latest.size, root)
+
+        // Consistency proofs from the older checkpoints (and the auditor's).
+        var consistency: [AuditBundle.Consistency] = []
+        if let data = read("consistency.json") {
+            if let list = try? JSONDecoder().decode([AuditBundle.Consistency].self, from: data) {
+                consistency = list
+            } else {
+                report.fail("consistency.json is unreadable")
+            }
+        }
+        var usedConsistency: Set<UInt64> = []
+        func consistent(_ older: Checkpoint, what: String) {
+            guard let oldRoot = MerkleHash(bytes: older.rootHash) else {
+                report.fail(checkpoint: older.size, "\(what): root is not 32 bytes")
+                return
+            }
+            if older.origin != latest.origin {
+                report.fail(checkpoint: older.size, "\(what) is for log \(older.origin), not \(latest.origin)")
+                return
+            }
+            if older.size > latest.size {
+                report.fail(
+                    checkpoint: older.size,
+                    "\(what) is newer (size \(older.size)) than the bundle's checkpoint (size \(latest.size)): "
+                        + "the log was rolled back, or this bundle is stale")
+                return
+            }
+            if older.size == latest.size {
+                if oldRoot != root {
+                    report.fail(checkpoint: older.size, "\(what) has another root at the same size: the log forked")
+                }
+                return
+            }
+            guard let c = consistency.first(where: { $0.from == older.size && $0.to == latest.size }) else {
+                report.fail(
+                    checkpoint: older.size,
+                    "the bundle has no consistency proof from size \(older.size) (export with --trusted-checkpoint)")
+                return
+            }
+            usedConsistency.insert(c.from)
+            guard let proof = hashes(c.proof),
+                Merkle.verifyConsistency(
+                    oldSize: older.size, newSize: latest.size, oldRoot: oldRoot, newRoot: root, proof: proof)
+            else {
+                report.fail(
+                    checkpoint: older.size,
+                    "\(what) is not consistent with checkpoint \(latest.size): the log was rewritten between them")
+                return
+            }
+            report.consistencyProofs += 1
+        }
+        let older =
+            (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("checkpoints").path))?
+            .sorted() ?? []
+        for name in older {
+            guard let data = read("checkpoints/" + name), let text = String(data: data, encoding: .utf8) else {
+                report.fail("checkpoints/\(name) is unreadable")
+                continue
+            }
+            do {
+                let checkpoint = try Checkpoint.parse(try verifier.verify(text))
+                report.checkpoints += 1
+                consistent(checkpoint, what: "checkpoint \(checkpoint.size)")
+            } catch {
+                report.fail("checkpoints/\(name) does not verify with \(verifier.name): \(error)")
+            }
+        }
+        if let trustedCheckpoint {
+            do {
+                let trusted = try Checkpoint.parse(try verifier.verify(trustedCheckpoint))
+                consistent(trusted, what: "the trusted checkpoint \(trusted.size)")
+            } catch {
+                report.fail("the trusted checkpoint does not verify with \(verifier.name): \(error)")
+            }
+        }
+
+        for c in consistency where !usedConsistency.contains(c.from) {
+            // A proof no checkpoint in hand needs must still be sound: it is part of the bundle.
+            if c.to != latest.size || hashes(c.proof) == nil {
+                report.fail(checkpoint: c.from, "consistency.json lists a proof that fits no checkpoint")
+            } else {
+                report.notes.append("a consistency proof from size \(c.from) is for a checkpoint not in the bundle")
+            }
+        }
+        // Entries and their inclusion proofs.
+        let entryLines = lines(read("entries.jsonl"))
+        let proofLines = lines(read("proofs.jsonl"))
+        if entryLines.count != manifest.entries {
+            report.fail("entries.jsonl has \(entryLines.count) entries, the manifest says \(manifest.entries)")
+        }
+        if proofLines.count != entryLines.count {
+            report.fail("proofs.jsonl has \(proofLines.count) proofs for \(entryLines.count) entries")
+        }
+        var checker = InclusionChecker(size: latest.size, root: root)
+        var previous: UInt64?
+        var decoded: [(UInt64, [String: AuditValue])] = []
+        decoded.reserveCapacity(entryLines.count)
+        let decoder = JSONDecoder()
+        for (n, body) in entryLines.enumerated() {
+            guard n < proofLines.count,
+                let proof = try? decoder.decode(AuditBundle.Proof.self, from: Data(proofLines[n]))
+            else {
+                report.fail("proofs.jsonl line \(n + 1) is missing or unreadable")
+                continue
+            }
+            let index = proof.index
+            guard case .object(let members)? = try? CanonicalJSON.decode(body, requireCanonical: true) else {
+                report.fail(entry: index, "not canonical JSON: the entry was changed")
+                continue
+            }
+            if LocalVerifier.indexMember(body) != index {
+                report.fail(entry: index, "its body says another index: entries were moved")
+            }
+            if let previous {
+                if index <= previous {
+                    report.fail(entry: index, "out of order after entry \(previous)")
+                } else if !manifest.filtered && index != previous + 1 {
+                    report.fail(entry: previous + 1, "missing: an unfiltered export jumps from \(previous) to \(index)")
+                }
+            }
+            previous = index
+            let leaf = Merkle.leafHash(body)
+            if leaf.hex != proof.leafHash {
+                report.fail(entry: index, "its body does not hash to its listed leaf hash: the entry was changed")
+            }
+            if let path = hashes(proof.proof), index > 0, checker.verify(leaf: leaf, index: index - 1, proof: path) {
+                report.inclusionProofs += 1
+            } else {
+                report.fail(entry: index, "its inclusion proof does not lead to checkpoint \(latest.size)'s root")
+            }
+            report.entries += 1
+            decoded.append((index, members))
+        }
+        // Exactly the entries the appliance selected when it exported.
+        if let raw = read("entries.jsonl"), MerkleHash.sha256(raw).hex != manifest.digest {
+            report.fail("entries.jsonl is not what the appliance exported (its SHA-256 differs from the manifest's)")
+        }
+        if manifest.firstIndex != decoded.first?.0 || manifest.lastIndex != decoded.last?.0 {
+            report.fail("the entries do not span the manifest's range")
+        }
+        // The CSV must list the same entries, row for row.
+        let csv = lines(read("entries.csv"))
+        if csv.first.map({ String(decoding: $0, as: UTF8.self) }) != AuditBundle.csvHeader {
+            report.fail("entries.csv has no header or another one")
+        }
+        if csv.count != entryLines.count + 1 {
+            report.fail("entries.csv has \(max(0, csv.count - 1)) rows for \(entryLines.count) entries")
+        }
+        for (n, body) in entryLines.enumerated() where n + 1 < csv.count && n < proofLines.count {
+            let index = decoded.indices.contains(n) ? decoded[n].0 : 0
+            let expected = AuditBundle.csvRow(index: index, leafHash: Merkle.leafHash(body).hex, entry: body)
+            if String(decoding: csv[n + 1], as: UTF8.self) != expected {
+                report.fail(entry: index, "its entries.csv row differs from the entry")
+            }
+        }
+        // Blobs are named by their SHA-256.
+        let blobs =
+            (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("blobs").path)) ?? []
+        for name in blobs {
+            guard let data = read("blobs/" + name) else { continue }
+            if MerkleHash.sha256(data).hex != name {
+                report.fail("blobs/\(name) does not hash to its name: the payload was changed")
+            }
+        }
+        Sanity.check(decoded, filtered: manifest.filtered, report: &report)
+        return report
+    }
+
+    /// Hashes written as lower-case hex, exactly as the appliance writes them (an upper-case digit
+    /// is another byte string, so it is refused rather than read as the same hash).
+    static func hashes(_ hex: [String]) -> [MerkleHash]? {
+        var out: [MerkleHash] = []
+        out.reserveCapacity(hex.count)
+        for h in hex {
+            guard let hash = MerkleHash(hex: h), hash.hex == h else { return nil }
+            out.append(hash)
+        }
+        return out
+    }
+
+    static func lines(_ data: Data?) -> [[UInt8]] {
+        guard let data else { return [] }
+        return [UInt8](data).split(separator: 0x0A, omittingEmptySubsequences: true).map(Array.init)
+    }
+}
+
+/// Checks many inclusion proofs against one root, remembering every node it has proven: a later
+/// proof stops as soon as it reaches a node already known to lead to the root, so proving a whole
+/// contiguous export costs about two hashes per entry instead of log2(n).
+struct InclusionChecker {
+    let size: UInt64
+    let root: MerkleHash
+    /// Proven hashes of subtrees, keyed by (first leaf, leaf count).
+    private var known: [Range<UInt64>: MerkleHash] = [:]
+
+    init(size: UInt64, root: MerkleHash) {
+        self.size = size
+        self.root = root
+    }
+
+    /// RFC 9162 2.1.3.2, walking the subtree ranges as it goes so each node is named. Once the
+    /// path reaches a node already proven, the rest of the proof must equal the proven siblings
+    /// (no more hashing, but every element of every proof is still checked).
+    mutating func verify(leaf: MerkleHash, index: UInt64, proof: [MerkleHash]) -> Bool {
+        guard index < size else { return false }
+        // The path's sibling subtrees, from the root down to the leaf.
+        var siblings: [(range: Range<UInt64>, isLeft: Bool)] = []
+        var lo: UInt64 = 0
+        var hi = size
+        while hi - lo > 1 {
+            let k = largestPowerOfTwo(below: hi - lo)
+            if index < lo + k {
+                siblings.append(((lo + k)..<hi, false))
+                hi = lo + k
+            } else {
+                siblings.append((lo..<(lo + k), true))
+                lo += k
+            }
+        }
+        guard siblings.count == proof.count else { return false }
+        siblings.reverse()  // leaf upwards, like the proof
+        var hash = leaf
+        var covered = index..<(index + 1)
+        var seen: [(Range<UInt64>, MerkleHash)] = []
+        for (step, sibling) in siblings.enumerated() {
+            if let proven = known[covered] {
+                guard proven == hash else { return false }
+                for rest in step..<siblings.count where known[siblings[rest].range] != proof[rest] {
+                    return false
+                }
+                remember(seen)
+                return true
+            }
+            if let provenSibling = known[sibling.range], provenSibling != proof[step] { return false }
+            seen.append((covered, hash))
+            seen.append((sibling.range, proof[step]))
+            hash = sibling.isLeft ? Merkle.nodeHash(proof[step], hash) : Merkle.nodeHash(hash, proof[step])
+            covered =
+                min(covered.lowerBound, sibling.range.lowerBound)..<max(covered.upperBound, sibling.range.upperBound)
+        }
+        guard hash == root else { return false }
+        seen.append((covered, hash))
+        remember(seen)
+        return true
+    }
+
+    private mutating func remember(_ nodes: [(Range<UInt64>, MerkleHash)]) {
+        for (range, hash) in nodes { known[range] = hash }
+    }
+
+    private func largestPowerOfTwo(below n: UInt64) -> UInt64 {
+        // n ≥ 2: the largest power of two strictly less than n.
+        var k: UInt64 = 1
+        while k << 1 < n { k <<= 1 }
+        return k
+    }
+}

@@ -1,0 +1,200 @@
+import Foundation
+import GRDB
+
+/// What a verification found: how much it checked, and every failure, each naming the entry or
+/// checkpoint it is about. A report with no failures is a pass.
+public struct VerificationReport: Sendable {
+    public struct Failure: Sendable, CustomStringConvertible {
+        /// The entry (1-based index) the failure is about, if one.
+        public var entry: UInt64?
+        /// The checkpoint (tree size) the failure is about, if one.
+        public var checkpoint: UInt64?
+        public var message: String
+
+        public var description: String {
+            var where_: [String] = []
+            if let entry { where_.append("entry \(entry)") }
+            if let checkpoint { where_.append("checkpoint \(checkpoint)") }
+            return (where_.isEmpty ? "" : where_.joined(separator: ", ") + ": ") + message
+        }
+    }
+
+    public var entries = 0
+    public var checkpoints = 0
+    public var inclusionProofs = 0
+    public var consistencyProofs = 0
+    public var sessionsOpenAtCheckpoint = 0
+    /// The newest verified checkpoint: size and root.
+    public var latest: (size: UInt64, root: MerkleHash)?
+    public var failures: [Failure] = []
+    /// Facts worth printing that are not failures.
+    public var notes: [String] = []
+
+    public var passed: Bool { failures.isEmpty }
+
+    mutating func fail(entry: UInt64? = nil, checkpoint: UInt64? = nil, _ message: String) {
+        // A broken log can fail at every entry after the break: the first few name it.
+        if failures.count < 1000 {
+            failures.append(Failure(entry: entry, checkpoint: checkpoint, message: message))
+        }
+    }
+
+    public init() {}
+}
+
+/// Checks a log's checkpoints against its entries.
+///
+/// It trusts nothing in the database but the bytes it hashes: every entry body is hashed again,
+/// the tree is rebuilt from those hashes, and every stored checkpoint must carry a valid signature
+/// by `verifier` over the root of the rebuilt tree at its size. A changed, removed, reordered or
+/// added entry changes some root; the stored leaf hashes then say which entry.
+public enum LocalVerifier {
+    /// Verifies the database at `path` (opened read-only; the daemon may be running).
+    public static func verify(databasePath path: String, verifier: NoteVerifier) -> VerificationReport {
+        var report = VerificationReport()
+        var configuration = Configuration()
+        configuration.readonly = true
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: configuration)
+            try queue.read { db in try verify(db, verifier: verifier, report: &report) }
+        } catch {
+            report.fail("cannot read \(path): \(error)")
+        }
+        return report
+    }
+
+    static func verify(_ db: Database, verifier: NoteVerifier, report: inout VerificationReport) throws {
+        let origin = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'appliance_id'").map {
+            "interlock/\($0)"
+        }
+        var checkpoints: [StoredCheckpoint] = []
+        for row in try Row.fetchAll(db, sql: "SELECT size, time_us, root, note FROM checkpoints ORDER BY size") {
+            guard let checkpoint = StoredTree.checkpoint(row) else {
+                report.fail(checkpoint: UInt64(row["size"] as Int64), "the stored root is not 32 bytes")
+                continue
+            }
+            checkpoints.append(checkpoint)
+        }
+        // Each checkpoint's note must be signed by the key, and say what its row says.
+        var signed: [UInt64: MerkleHash] = [:]
+        for checkpoint in checkpoints {
+            do {
+                let text = try verifier.verify(checkpoint.note)
+                let parsed = try Checkpoint.parse(text)
+                guard let root = MerkleHash(bytes: parsed.rootHash), parsed.size == checkpoint.size else {
+                    report.fail(
+                        checkpoint: checkpoint.size, "the signed note is for size \(parsed.size), not its row's")
+                    continue
+                }
+                if let origin, parsed.origin != origin {
+                    report.fail(
+                        checkpoint: checkpoint.size, "the signed note names log \(parsed.origin), not \(origin)")
+                }
+                signed[checkpoint.size] = root
+                report.checkpoints += 1
+            } catch {
+                report.fail(checkpoint: checkpoint.size, "signature does not verify with \(verifier.name): \(error)")
+            }
+        }
+        guard let newest = checkpoints.last else {
+            report.fail("the log has no checkpoint")
+            return
+        }
+        // Walk the entries in index order, rebuilding the tree.
+        var range = MerkleCompactRange()
+        var expected: UInt64 = 1
+        var firstBadLeaf: UInt64?
+        let leafStatement = try db.makeStatement(sql: "SELECT hash FROM tree_nodes WHERE level = 0 AND idx = ?")
+        let sizes = checkpoints.map(\.size)
+        var nextCheckpoint = 0
+        while nextCheckpoint < sizes.count && sizes[nextCheckpoint] == 0 {
+            check(size: 0, root: range.root, signed: signed, report: &report, firstBadLeaf: nil)
+            nextCheckpoint += 1
+        }
+        let cursor = try Row.fetchCursor(db, sql: "SELECT idx, body FROM entries ORDER BY idx")
+        while let row = try cursor.next() {
+            let index = UInt64(row["idx"] as Int64)
+            let body = [UInt8](row["body"] as Data)
+            if index != expected {
+                report.fail(
+                    entry: expected,
+                    index > expected
+                        ? "missing: the log jumps from entry \(expected - 1) to \(index)"
+                        : "duplicate or out-of-order index \(index)")
+                expected = index
+            }
+            if let member = Self.indexMember(body), member != index {
+                report.fail(entry: index, "its body says index \(member): entries were moved")
+            }
+            let leaf = Merkle.leafHash(body)
+            if let stored = try Data.fetchOne(leafStatement, arguments: [Int64(index - 1)]),
+                stored != Data(leaf.bytes)
+            {
+                report.fail(entry: index, "its body does not hash to its stored leaf: the entry was changed")
+                if firstBadLeaf == nil { firstBadLeaf = index }
+            }
+            _ = range.append(leaf)
+            report.entries += 1
+            expected = index + 1
+            while nextCheckpoint < sizes.count && sizes[nextCheckpoint] == range.size {
+                check(size: range.size, root: range.root, signed: signed, report: &report, firstBadLeaf: firstBadLeaf)
+                nextCheckpoint += 1
+            }
+        }
+        if range.size < newest.size {
+            report.fail(
+                checkpoint: newest.size,
+                "the log ends at entry \(range.size) but checkpoint \(newest.size) covers \(newest.size): "
+                    + "entries \(range.size + 1)–\(newest.size) are gone")
+        }
+        if let root = signed[newest.size] {
+            report.latest = (newest.size, root)
+        }
+        report.notes.append("\(range.size - min(range.size, newest.size)) entries after the newest checkpoint")
+    }
+
+    private static func check(
+        size: UInt64, root: MerkleHash, signed: [UInt64: MerkleHash], report: inout VerificationReport,
+        firstBadLeaf: UInt64?
+    ) {
+        guard let expected = signed[size] else { return }
+        if expected != root {
+            let hint = firstBadLeaf.map { " (entry \($0) is the first whose body no longer matches its leaf)" } ?? ""
+            report.fail(
+                checkpoint: size,
+                "the entries do not hash to the signed root \(expected.hex)\(hint): the log was changed at or before entry \(size)"
+            )
+        }
+    }
+
+    /// The `index` member of a canonical entry. Fast path: the digits after the first `"index":`
+    /// (no entry kind nests an object with an `index` member); otherwise a full decode.
+    static func indexMember(_ body: [UInt8]) -> UInt64? {
+        let key: [UInt8] = Array(#""index":"#.utf8)
+        if body.count > key.count {
+            var i = 0
+            let last = body.count - key.count
+            while i <= last {
+                if body[i] == key[0] && body[i..<(i + key.count)].elementsEqual(key) {
+                    var j = i + key.count
+                    var value: UInt64 = 0
+                    var digits = 0
+                    while j < body.count, body[j] >= 0x30, body[j] <= 0x39, digits < 19 {
+                        value = value * 10 + UInt64(body[j] - 0x30)
+                        j += 1
+                        digits += 1
+                    }
+                    if digits > 0 { return value }
+                    break
+                }
+                i += 1
+            }
+        }
+        guard case .object(let members)? = try? CanonicalJSON.decode(body) else { return nil }
+        switch members["index"] {
+        case .uint(let index)?: return index
+        case .int(let index)? where index >= 0: return UInt64(index)
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import ArgumentParser
+import Audit
+import Control
+import Foundation
+import Policy
+
+extension AuditCommand {
+    struct PublicKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "public-key",
+            abstract: "Print the key that verifies this appliance's checkpoints (give it to auditors).")
+        @OptionGroup var socket: SocketOption
+
+        func run() throws {
+            print(try socket.send(ControlRequest(command: .auditPublicKey)).message ?? "")
+        }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write an export bundle: entries, a signed checkpoint, a proof for every entry, a CSV.")
+        @OptionGroup var socket: SocketOption
+        @Option(help: "The bundle directory (created; must not exist or be empty).") var out: String
+        @Option(help: "Only entries at or after this time (RFC 3339, or 15m / 2h / 7d ago).") var since: String?
+        @Option(help: "Only entries before this time.") var until: String?
+        @Option(help: "Only entries of this user name.") var user: String?
+        @Option(help: "Only entries of this resource.") var resource: String?
+        @Option(help: "Only entries of this kind (`approval.` for a prefix).") var kind: String?
+        @Option(help: "A checkpoint you kept from an earlier export: the bundle proves it is consistent.")
+        var trustedCheckpoint: String?
+
+        func run() throws {
+            var bundle: AuditBundle.Writer
+            do {
+                bundle = try AuditBundle.Writer(directory: out)
+            } catch {
+                throw CLIError("\(error)")
+            }
+            let trusted = try trustedCheckpoint.map { try String(contentsOfFile: $0, encoding: .utf8) }
+            let args = AuditQueryArgs(since: since, until: until, user: user, resource: resource, kind: kind)
+            var first: ExportPage?
+            var after: UInt64?
+            var firstIndex: UInt64?
+            var lastIndex: UInt64?
+            repeat {
+                let request = ControlRequest(
+                    command: .auditExport, audit: args,
+                    export: ExportArgs(size: first?.checkpointSize, after: after, trustedCheckpoint: trusted))
+                guard let page = try socket.send(request).export else { throw CLIError("empty answer") }
+                if first == nil { first = page }
+                for e in page.entries {
+                    try bundle.append(index: e.index, leafHash: e.leafHash, proof: e.proof, entry: Array(e.entry.utf8))
+                    firstIndex = firstIndex ?? e.index
+                    lastIndex = e.index
+                }
+                after = page.next
+            } while after != nil
+            guard let first else { throw CLIError("empty answer") }
+            let sealed = try socket.send(
+                ControlRequest(
+                    command: .auditExport, audit: args, export: ExportArgs(size: first.checkpointSize, seal: true)))
+            guard let manifest = sealed.message else { throw CLIError("the daemon did not seal the export") }
+            try bundle.finish(
+                checkpoint: first.checkpoint, olderCheckpoints: first.olderCheckpoints,
+                consistency: first.consistency.map {
+                    AuditBundle.Consistency(from: $0.from, to: $0.to, proof: $0.proof)
+                },
+                verifierKey: first.verifierKey, manifest: manifest)
+            print(
+                "wrote \(bundle.count) entries (\(firstIndex.map(String.init) ?? "-")…\(lastIndex.map(String.init) ?? "-")) "
+                    + "proven against checkpoint \(first.checkpointSize) of \(first.origin) to \(out)")
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Verify an export bundle offline (or, with --local, this appliance's own database).",
+            discussion: """
+                Exit status 0: everything verified. 1: something did not; each failure names the entry or \
+                checkpoint. Needs no daemon.
+                """)
+        @Argument(help: "The bundle directory.") var directory: String?
+        @Option(help: "A file holding the verifier key (from `interlock audit public-key`).") var key: String?
+        @Option(help: "A checkpoint you kept from an earlier export: the log must have grown from it.")
+        var trustedCheckpoint: String?
+        @Flag(help: "Verify the appliance's own database against its checkpoints.") var local = false
+        @Option(help: "With --local: the database (default: audit.database of the policy file).") var database: String?
+        @Option(help: "With --local: the policy file.") var config: String = defaultConfigPath
+
+        func run() throws {
+            let report: VerificationReport
+            let verifier: NoteVerifier
+            if local {
+                let path: String
+                if let database {
+                    path = database
+                } else {
+                    path = try ConfigLoader.load(path: config).audit.database
+                }
+                let keyPath = key ?? (path as NSString).deletingLastPathComponent + "/checkpoint.pub"
+                verifier = try Self.verifier(keyPath)
+                report = LocalVerifier.verify(databasePath: path, verifier: verifier)
+                print("database \(path), key \(verifier.name)")
+            } else {
+                guard let directory else { throw CLIError("name a bundle directory, or use --local") }
+                guard let key else { throw CLIError("--key FILE is required: the verifier key you trust") }
+                verifier = try Self.verifier(key)
+                let trusted = try trustedCheckpoint.map { try String(contentsOfFile: $0, encoding: .utf8) }
+                report = BundleVerifier.verify(directory: directory, verifier: verifier, trustedCheckpoint: trusted)
+                print("bundle \(directory), key \(verifier.name)")
+            }
+            if let latest = report.latest {
+                print("  checkpoint: size \(latest.size), root \(latest.root.hex)")
+            }
+            print(
+                "  entries: \(report.entries), inclusion proofs: \(report.inclusionProofs), checkpoints: "
+                    + "\(report.checkpoints), consistency proofs: \(report.consistencyProofs)")
+            print("  sessions open at the checkpoint: \(report.sessionsOpenAtCheckpoint)")
+            for note in report.notes { print("  note: \(note)") }
+            if report.passed {
+                print("PASS")
+                return
+            }
+            print("FAIL: \(report.failures.count) problem(s)")
+            for failure in report.failures { print("  \(failure)") }
+            throw ExitCode(1)
+        }
+
+        static func verifier(_ path: String) throws -> NoteVerifier {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+                let line = text.split(whereSeparator: \.isNewline).first
+            else {
+                throw CLIError("cannot read the verifier key \(path)")
+            }
+            do {
+                return try NoteVerifier(verifierKey: String(line).trimmingCharacters(in: .whitespaces))
+            } catch {
+                throw CLIError("\(path) is not a verifier key: \(error)")
+            }
+        }
+    }
+}
