@@ -269,9 +269,29 @@ show_cli audit list --user svc-ci --kind approval.executed
 pause
 
 # --------------------------------------------------------------------------------------------------
-# Later issues extend the demo here:
-#   [verification] an auditor exports the log and verifies it offline with the public key alone
-# --------------------------------------------------------------------------------------------------
+say "An auditor (audra, in interlock-auditors, not root) exports the evidence and verifies it offline"
+mkdir -p "$DEMO_DIR/auditor"
+chown audra "$DEMO_DIR/auditor"
+cli audit public-key >"$DEMO_DIR/auditor/interlock.pub"
+note "the appliance's public key (handed to the auditor once): $(cat "$DEMO_DIR/auditor/interlock.pub")"
+printf '%s    $ interlock audit export --out bundle    (as audra)%s\n' "$G" "$R"
+as_user audra - "$BIN_DIR/interlock" audit export --out "$DEMO_DIR/auditor/bundle" --socket "$SOCK" 2>&1 |
+    sed 's/^/    /'
+ls "$DEMO_DIR/auditor/bundle" | sed 's/^/      /'
+printf '%s    $ interlock audit verify bundle --key interlock.pub    (as audra; no daemon needed)%s\n' "$G" "$R"
+as_user audra - "$BIN_DIR/interlock" audit verify "$DEMO_DIR/auditor/bundle" --key "$DEMO_DIR/auditor/interlock.pub" \
+    2>&1 | sed 's/^/    /'
+cp -r "$DEMO_DIR/auditor/bundle" "$DEMO_DIR/auditor/tampered"
+chown -R audra "$DEMO_DIR/auditor/tampered"
+sed -i '0,/DELETE FROM customers WHERE id = 2/s//DELETE FROM customers WHERE id = 1/' "$DEMO_DIR/auditor/tampered/entries.jsonl"
+printf '%s    $ interlock audit verify tampered --key interlock.pub    (one entry changed: id = 2 -> id = 1)%s\n' "$G" "$R"
+if as_user audra - "$BIN_DIR/interlock" audit verify "$DEMO_DIR/auditor/tampered" \
+    --key "$DEMO_DIR/auditor/interlock.pub" >"$DEMO_DIR/auditor/tampered.out" 2>&1; then
+    echo "demo: a tampered bundle verified" >&2
+    exit 1
+fi
+sed 's/^/    /' "$DEMO_DIR/auditor/tampered.out" | head -n 12
+pause
 
 say "Fail closed: stop the daemon, and svc-ci's connection is refused (not sent direct)"
 kill -TERM "$DAEMON_PID"
