@@ -121,7 +121,9 @@ let package = Package(
             ]
         ),
         // Content-detector throughput per core, for bench/run.sh (issue 3). Not a product.
-        .executableTarget(name: "interlock-bench", dependencies: ["Masking"]),
+        .executableTarget(
+            name: "interlock-bench",
+            dependencies: ["Masking", "Audit", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy"]),
         .testTarget(name: "SQLTests", dependencies: ["SQL"]),
         .testTarget(name: "MaskingTests", dependencies: ["Masking"]),

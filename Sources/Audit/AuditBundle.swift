@@ -138,6 +138,9 @@ public enum AuditBundle {
 
     public static let csvHeader = "index,leaf_hash,time,kind,user,resource,session,entry"
 
+    /// SHA-256 in lower-case hex (the manifest's digest of entries.jsonl).
+    public static func sha256Hex(_ bytes: [UInt8]) -> String { MerkleHash.sha256(Data(bytes)).hex }
+
     static func csvField(_ s: String) -> String {
         guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
         return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""

@@ -180,6 +180,12 @@ func run(_ corpus: Corpus, seconds: Double, maxPasses: Int) -> Result {
 var seconds = 3.0
 var megabytes = 8
 var arguments = CommandLine.arguments.dropFirst()
+if arguments.first == "audit" {
+    // `interlock-bench audit [--seconds S] [--dir DIR]`: the evidence log (issue 5), see AuditBench.swift.
+    arguments.removeFirst()
+    runAuditBench(Array(arguments))
+    exit(0)
+}
 while let argument = arguments.popFirst() {
     switch argument {
     case "--seconds": seconds = Double(arguments.popFirst() ?? "") ?? seconds
