@@ -42,10 +42,14 @@ public enum AuditKind {
     /// Written after a minute without entries: `interval_s`. Its time and checkpoint show the log
     /// was alive and nothing happened.
     public static let heartbeat = "log.heartbeat"
+    /// Retention: `pruned_below` (the new first index), `previous_first`, `removed`, `cutoff`,
+    /// `policy`, `subtrees` (the perfect subtree hashes covering the removed range). Committed and
+    /// checkpointed before any body is removed; leaf hashes and tree nodes stay.
+    public static let prune = "log.prune"
 
     /// Every kind above, for listings and validation.
     public static let all = [
         daemonStarted, daemonStopped, policyLoaded, rulesetInstalled, rulesetRestored, rulesetRemoved,
-        sessionOpen, sessionClose, genesis, heartbeat,
+        sessionOpen, sessionClose, genesis, heartbeat, prune,
     ]
 }

@@ -381,7 +381,8 @@ public final class AuditLog: Sendable {
     /// a binary search over the primary key.
     static func firstIndex(_ db: Database, atOrAfter micros: Int64) throws -> Int64 {
         let last = try Int64.fetchOne(db, sql: "SELECT coalesce(max(idx), 0) FROM entries") ?? 0
-        var low: Int64 = 1
+        // Retention may have removed the oldest entries: search from the first one left.
+        var low = try Int64.fetchOne(db, sql: "SELECT coalesce(min(idx), 1) FROM entries") ?? 1
         var high = last + 1
         let probe = try db.cachedStatement(sql: "SELECT time_us FROM entries WHERE idx = ?")
         while low < high {
@@ -414,7 +415,7 @@ public final class AuditLog: Sendable {
         }
     }
 
-    private func read<T>(_ doing: String, _ body: (Database) throws -> T) throws(AuditError) -> T {
+    func read<T>(_ doing: String, _ body: (Database) throws -> T) throws(AuditError) -> T {
         guard !writer.isClosed else {
             throw AuditError(.closed, "\(doing): the audit log \(path) is closed")
         }

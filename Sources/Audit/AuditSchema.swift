@@ -59,6 +59,16 @@ enum AuditSchema {
             SELECT RAISE(ABORT, 'tree nodes are append-only: DELETE is refused');
         END
         """,
+        // Retention removes entry bodies below `meta.pruned_below`, and only those, after a
+        // `log.prune` entry and a checkpoint over it are committed (see AuditLog.prune).
+        "DROP TRIGGER entries_append_only_delete",
+        """
+        CREATE TRIGGER entries_append_only_delete BEFORE DELETE ON entries
+        WHEN OLD.idx >= coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'pruned_below'), 1)
+        BEGIN
+            SELECT RAISE(ABORT, 'audit entries are append-only: DELETE is refused');
+        END
+        """,
         """
         CREATE TABLE checkpoints (
             size INTEGER PRIMARY KEY CHECK (size >= 0),

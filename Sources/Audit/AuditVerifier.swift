@@ -111,6 +111,35 @@ public enum LocalVerifier {
             check(size: 0, root: range.root, signed: signed, report: &report, firstBadLeaf: nil)
             nextCheckpoint += 1
         }
+        // Retention: bodies below the newest `log.prune` entry's `pruned_below` are gone by design.
+        // Their kept leaf hashes stand in for them, and the signed roots check those.
+        var prunedBelow: UInt64 = 1
+        for body in try Data.fetchAll(db, sql: "SELECT body FROM entries WHERE kind = 'log.prune'") {
+            if case .object(let m)? = try? CanonicalJSON.decode([UInt8](body)) {
+                switch m["pruned_below"] {
+                case .uint(let v)?: prunedBelow = max(prunedBelow, v)
+                case .int(let v)? where v > 0: prunedBelow = max(prunedBelow, UInt64(v))
+                default: break
+                }
+            }
+        }
+        if prunedBelow > 1 {
+            for leafIndex in 0..<(prunedBelow - 1) {
+                guard let stored = try Data.fetchOne(leafStatement, arguments: [Int64(leafIndex)]),
+                    let leaf = MerkleHash(bytes: [UInt8](stored))
+                else {
+                    report.fail(entry: leafIndex + 1, "pruned, and its leaf hash is missing too")
+                    break
+                }
+                _ = range.append(leaf)
+                while nextCheckpoint < sizes.count && sizes[nextCheckpoint] == range.size {
+                    check(size: range.size, root: range.root, signed: signed, report: &report, firstBadLeaf: nil)
+                    nextCheckpoint += 1
+                }
+            }
+            expected = prunedBelow
+            report.notes.append("entries 1–\(prunedBelow - 1) were pruned by retention; their leaf hashes were checked")
+        }
         let cursor = try Row.fetchCursor(db, sql: "SELECT idx, body FROM entries ORDER BY idx")
         while let row = try cursor.next() {
             let index = UInt64(row["idx"] as Int64)

@@ -119,6 +119,12 @@ public struct AuditSettings: Sendable, Equatable {
     /// the database, created at the first start. Its public half is written beside it as
     /// `checkpoint.pub`.
     public var signingKey: String?
+    /// `audit.retention.entries`: entry bodies older than this are pruned (their leaf hashes,
+    /// the tree and the checkpoints stay); nil: kept forever.
+    public var retentionEntries: Duration?
+    /// `audit.retention.recordings`: how long session recordings are kept (recordings are not
+    /// written yet; the setting is accepted so policies can state it).
+    public var retentionRecordings: Duration?
 
     public init() {}
 }

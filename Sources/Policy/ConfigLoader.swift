@@ -255,7 +255,8 @@ struct Walker {
 
     func audit(_ node: Node) throws(ConfigError) -> AuditSettings {
         let m = try mapping(
-            node, key: "audit", allowed: ["database", "durability", "statement_text", "signing_key"])
+            node, key: "audit",
+            allowed: ["database", "durability", "statement_text", "signing_key", "retention"])
         var a = AuditSettings()
         if let n = m["database"] {
             a.database = try string(n, "audit.database")
@@ -266,6 +267,17 @@ struct Walker {
             a.statementText = try choice(n, "audit.statement_text", StatementTextSetting.self)
         }
         if let n = m["signing_key"] { a.signingKey = try absolutePath(n, "audit.signing_key") }
+        if let n = m["retention"] {
+            let r = try mapping(n, key: "audit.retention", allowed: ["entries", "recordings"])
+            if let e = r["entries"] {
+                let d = try duration(e, "audit.retention.entries")
+                guard d >= .seconds(86_400) else {
+                    throw fail(e, "audit.retention.entries", "at least 1d: evidence is kept for audits")
+                }
+                a.retentionEntries = d
+            }
+            if let e = r["recordings"] { a.retentionRecordings = try duration(e, "audit.retention.recordings") }
+        }
         return a
     }
 

@@ -180,6 +180,24 @@ let gateway = Gateway(
     inspector: KernelInspector(sockDiag: sockDiag, conntrack: conntrack, resolver: IdentityResolver()), group: group,
     logger: logger)
 gateway.recordApprovalsLostAtRestart()
+// Retention: prune entry bodies past `audit.retention.entries` at start and every hour, on a
+// thread of its own (a prune waits for its entry and checkpoint to commit).
+if let keep = settings.audit.retentionEntries {
+    let seconds = Double(keep.components.seconds)
+    let policyText = "entries: \(Int(seconds / 86_400))d"
+    let pruneQueue = DispatchQueue(label: "interlock.retention")
+    _ = group.next().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .hours(1)) { _ in
+        pruneQueue.async {
+            do {
+                _ = try audit.prune(before: Date().addingTimeInterval(-seconds), policy: policyText)
+            } catch {
+                logger.error(
+                    "retention: the prune failed; nothing was removed after the failure",
+                    metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
 let controlService = ControlService(runtime: runtime, gateway: gateway, version: interlockVersion, logger: logger) {
     kill(getpid(), SIGTERM)
 }

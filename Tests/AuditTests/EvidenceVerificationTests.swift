@@ -264,6 +264,41 @@ import Testing
         }
     }
 
+    @Test func retentionRemovesBodiesButEveryProofStillVerifies() throws {
+        try Self.withDir { dir in
+            let signer = try NoteSigner.generate(name: "test-appliance")
+            let path = try Self.makeLog(dir, signer: signer)
+            let log = try AuditLog.open(
+                path: path, durability: .crash, signing: AuditSigning(signer: signer), logger: Self.logger)
+            defer { log.close() }
+            let before = try #require(try log.latestCheckpoint())
+            let oldProof = try log.inclusionProof(index: 5, size: before.size)
+            let oldLeaf = try log.leafHash(index: 5)
+            // Everything up to now is older than a cutoff a second ahead.
+            let result = try #require(try log.prune(before: Date().addingTimeInterval(1), policy: "entries: 0d"))
+            #expect(result.prunedBelow == before.size + 1 && result.removed == Int(before.size))
+            #expect(try log.entries(from: 1, count: 10).first?.kind == "log.prune")
+            // The proof issued before the prune still verifies, and a new one can still be made.
+            #expect(
+                Merkle.verifyInclusion(leaf: oldLeaf, index: 4, size: before.size, proof: oldProof, root: before.root))
+            let after = try #require(try log.latestCheckpoint())
+            let newProof = try log.inclusionProof(index: 5, size: after.size)
+            #expect(
+                Merkle.verifyInclusion(leaf: oldLeaf, index: 4, size: after.size, proof: newProof, root: after.root))
+            let report = LocalVerifier.verify(databasePath: path, verifier: try Self.verifier(signer))
+            #expect(report.passed, "\(report.failures)")
+            #expect(report.notes.contains { $0.contains("pruned") })
+            // Nothing at or above the first kept index may be deleted.
+            let queue = try DatabaseQueue(path: path)
+            #expect(throws: (any Error).self) {
+                try queue.write { db in
+                    try db.execute(sql: "DELETE FROM entries WHERE idx = ?", arguments: [result.entry])
+                }
+            }
+            try queue.close()
+        }
+    }
+
     @Test func aFilteredBundleVerifiesWithoutContiguousIndexes() throws {
         try Self.withDir { dir in
             let signer = try NoteSigner.generate(name: "test-appliance")
