@@ -122,21 +122,57 @@ public enum AuditBundle {
 
     /// One CSV row: index, leaf hash, time, kind, user, resource, session, the entry's JSON.
     public static func csvRow(index: UInt64, leafHash: String, entry: [UInt8]) -> String {
-        var time = "", kind = "", user = "", resource = "", session = ""
-        if case .object(let m)? = try? CanonicalJSON.decode(entry) {
-            func text(_ key: String) -> String {
-                if case .string(let s)? = m[key] { return s }
-                return ""
-            }
-            (time, kind, user, resource, session) = (
-                text("time"), text("kind"), text("user"), text("resource"), text("session")
-            )
+        guard case .object(let m)? = try? CanonicalJSON.decode(entry) else {
+            return csvRow(index: index, leafHash: leafHash, entry: entry, members: [:])
         }
-        return [String(index), leafHash, time, kind, user, resource, session, String(decoding: entry, as: UTF8.self)]
-            .map(csvField).joined(separator: ",")
+        return csvRow(index: index, leafHash: leafHash, entry: entry, members: m)
+    }
+
+    /// The row of an entry already decoded.
+    static func csvRow(index: UInt64, leafHash: String, entry: [UInt8], members m: [String: AuditValue]) -> String {
+        func text(_ key: String) -> String {
+            if case .string(let s)? = m[key] { return s }
+            return ""
+        }
+        return [
+            String(index), leafHash, text("time"), text("kind"), text("user"), text("resource"), text("session"),
+            String(decoding: entry, as: UTF8.self),
+        ].map(csvField).joined(separator: ",")
     }
 
     public static let csvHeader = "index,leaf_hash,time,kind,user,resource,session,entry"
+
+    /// ``csvRow(index:leafHash:entry:members:)`` as bytes, without building strings: the verifier
+    /// compares a row for every entry.
+    static func csvRowBytes(
+        index: UInt64, leafHash: String, entry: [UInt8], members m: [String: AuditValue], into out: inout [UInt8]
+    ) {
+        out.removeAll(keepingCapacity: true)
+        func field<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+            let quote = bytes.contains { (b: UInt8) -> Bool in
+                switch b {
+                case 0x2C, 0x22, 0x0A, 0x0D: return true
+                default: return false
+                }
+            }
+            if quote { out.append(0x22) }
+            for b in bytes {
+                out.append(b)
+                if quote && b == 0x22 { out.append(0x22) }
+            }
+            if quote { out.append(0x22) }
+        }
+        func text(_ key: String) {
+            out.append(0x2C)
+            if case .string(let s)? = m[key] { field(s.utf8) }
+        }
+        field(String(index).utf8)
+        out.append(0x2C)
+        field(leafHash.utf8)
+        for key in ["time", "kind", "user", "resource", "session"] { text(key) }
+        out.append(0x2C)
+        field(entry)
+    }
 
     /// SHA-256 in lower-case hex (the manifest's digest of entries.jsonl).
     public static func sha256Hex(_ bytes: [UInt8]) -> String { MerkleHash.sha256(Data(bytes)).hex }
@@ -353,17 +389,18 @@ public enum BundleVerifier {
         var previous: UInt64?
         var decoded: [(UInt64, [String: AuditValue])] = []
         decoded.reserveCapacity(entryLines.count)
-        let decoder = JSONDecoder()
+        var leafHexes: [String] = []
+        leafHexes.reserveCapacity(entryLines.count)
         for (n, body) in entryLines.enumerated() {
-            guard n < proofLines.count,
-                let proof = try? decoder.decode(AuditBundle.Proof.self, from: Data(proofLines[n]))
-            else {
-                report.fail("proofs.jsonl line \(n + 1) is missing or unreadable")
+            guard n < proofLines.count, let proof = ProofLine(proofLines[n]) else {
+                report.fail("proofs.jsonl line \(n + 1) is missing or not in the appliance's exact form")
+                leafHexes.append("")
                 continue
             }
             let index = proof.index
             guard case .object(let members)? = try? CanonicalJSON.decode(body, requireCanonical: true) else {
                 report.fail(entry: index, "not canonical JSON: the entry was changed")
+                leafHexes.append("")
                 continue
             }
             if LocalVerifier.indexMember(body) != index {
@@ -378,10 +415,11 @@ public enum BundleVerifier {
             }
             previous = index
             let leaf = Merkle.leafHash(body)
-            if leaf.hex != proof.leafHash {
+            if leaf != proof.leafHash {
                 report.fail(entry: index, "its body does not hash to its listed leaf hash: the entry was changed")
             }
-            if let path = hashes(proof.proof), index > 0, checker.verify(leaf: leaf, index: index - 1, proof: path) {
+            leafHexes.append(leaf.hex)
+            if index > 0, checker.verify(leaf: leaf, index: index - 1, proof: proof.proof) {
                 report.inclusionProofs += 1
             } else {
                 report.fail(entry: index, "its inclusion proof does not lead to checkpoint \(latest.size)'s root")
@@ -404,10 +442,12 @@ public enum BundleVerifier {
         if csv.count != entryLines.count + 1 {
             report.fail("entries.csv has \(max(0, csv.count - 1)) rows for \(entryLines.count) entries")
         }
-        for (n, body) in entryLines.enumerated() where n + 1 < csv.count && n < proofLines.count {
-            let index = decoded.indices.contains(n) ? decoded[n].0 : 0
-            let expected = AuditBundle.csvRow(index: index, leafHash: Merkle.leafHash(body).hex, entry: body)
-            if String(decoding: csv[n + 1], as: UTF8.self) != expected {
+        var expected: [UInt8] = []
+        for (n, body) in entryLines.enumerated() where n + 1 < csv.count && n < decoded.count && n < leafHexes.count {
+            let index = decoded[n].0
+            AuditBundle.csvRowBytes(
+                index: index, leafHash: leafHexes[n], entry: body, members: decoded[n].1, into: &expected)
+            if csv[n + 1] != expected {
                 report.fail(entry: index, "its entries.csv row differs from the entry")
             }
         }
@@ -439,6 +479,76 @@ public enum BundleVerifier {
     static func lines(_ data: Data?) -> [[UInt8]] {
         guard let data else { return [] }
         return [UInt8](data).split(separator: 0x0A, omittingEmptySubsequences: true).map(Array.init)
+    }
+}
+
+/// One line of proofs.jsonl, read in the exact form the appliance writes
+/// (`{"index":N,"leaf_hash":"<hex>","proof":["<hex>",...]}`, lower-case hex, no spaces): anything
+/// else is refused, so no byte of the file can change without the verification noticing.
+struct ProofLine {
+    var index: UInt64
+    var leafHash: MerkleHash
+    var proof: [MerkleHash]
+
+    init?(_ line: [UInt8]) {
+        var i = 0
+        func expect(_ s: StaticString) -> Bool {
+            let bytes = UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount)
+            guard i + bytes.count <= line.count else { return false }
+            for b in bytes {
+                guard line[i] == b else { return false }
+                i += 1
+            }
+            return true
+        }
+        func hash() -> MerkleHash? {
+            guard i + 66 <= line.count, line[i] == UInt8(ascii: "\""), line[i + 65] == UInt8(ascii: "\"") else {
+                return nil
+            }
+            var bytes = [UInt8](repeating: 0, count: 32)
+            for k in 0..<32 {
+                guard let hi = Self.nibble(line[i + 1 + 2 * k]), let lo = Self.nibble(line[i + 2 + 2 * k]) else {
+                    return nil
+                }
+                bytes[k] = hi << 4 | lo
+            }
+            i += 66
+            return MerkleHash(bytes: bytes)
+        }
+        guard expect(#"{"index":"#) else { return nil }
+        var index: UInt64 = 0
+        let start = i
+        while i < line.count, line[i] >= 0x30, line[i] <= 0x39, i - start < 19 {
+            index = index * 10 + UInt64(line[i] - 0x30)
+            i += 1
+        }
+        // Shortest form: digits present, no leading zero.
+        guard i > start, line[start] != 0x30 || i == start + 1 else { return nil }
+        guard expect(#","leaf_hash":"#), let leaf = hash(), expect(#","proof":["#) else { return nil }
+        var proof: [MerkleHash] = []
+        if i < line.count, line[i] != UInt8(ascii: "]") {
+            while true {
+                guard let h = hash() else { return nil }
+                proof.append(h)
+                if i < line.count, line[i] == UInt8(ascii: ",") {
+                    i += 1
+                } else {
+                    break
+                }
+            }
+        }
+        guard expect("]}"), i == line.count else { return nil }
+        self.index = index
+        self.leafHash = leaf
+        self.proof = proof
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: c - 0x30
+        case 0x61...0x66: c - 0x61 + 10
+        default: nil
+        }
     }
 }
 

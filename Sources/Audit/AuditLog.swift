@@ -28,6 +28,7 @@ public final class AuditLog: Sendable {
     /// The verifier key of the checkpoints (`meta.verifier_key`), nil until a signing key is used.
     public let verifierKey: String?
     private let signing: AuditSigning?
+    private let checkpointer: WALCheckpointer
 
     let pool: DatabasePool
     let writer: AuditWriter
@@ -35,8 +36,9 @@ public final class AuditLog: Sendable {
 
     private init(
         path: String, durability: AuditDurability, pool: DatabasePool, writer: AuditWriter, logger: Logger,
-        applianceID: String, verifierKey: String?, signing: AuditSigning?
+        applianceID: String, verifierKey: String?, signing: AuditSigning?, checkpointer: WALCheckpointer
     ) {
+        self.checkpointer = checkpointer
         self.signing = signing
         self.path = path
         self.durability = durability
@@ -106,6 +108,9 @@ public final class AuditLog: Sendable {
                 try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
                 // After a checkpoint, truncate the WAL back to 64 MiB instead of keeping its peak size.
                 try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
+                // WAL checkpoints (copying the log into the database, with its fsync) run on a
+                // thread of their own (WALCheckpointer), not inside a commit someone waits on.
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
                 var id = ""
                 var key: String?
                 try db.inTransaction(.immediate) {
@@ -153,10 +158,12 @@ public final class AuditLog: Sendable {
             lastCheckpoint: lastCheckpoint
         )
         writer.start()
+        let checkpointer = WALCheckpointer(path: path, logger: logger)
+        checkpointer.start()
         logger.debug("audit log open", metadata: ["audit.durability": "\(durability.rawValue)"])
         let log = AuditLog(
             path: path, durability: durability, pool: pool, writer: writer, logger: logger, applianceID: applianceID,
-            verifierKey: verifierKey, signing: signing)
+            verifierKey: verifierKey, signing: signing, checkpointer: checkpointer)
         if isEmpty, let signing {
             try log.appendGenesis(signing)
         }
@@ -516,6 +523,7 @@ public final class AuditLog: Sendable {
     /// thread), it returns without waiting and the writer finishes the drain on its own.
     public func close() {
         guard writer.stopAndWait() else { return }
+        checkpointer.stop()
         do {
             try pool.close()
         } catch {

@@ -141,6 +141,21 @@ public enum LocalVerifier {
             report.notes.append("entries 1–\(prunedBelow - 1) were pruned by retention; their leaf hashes were checked")
         }
         let cursor = try Row.fetchCursor(db, sql: "SELECT idx, body FROM entries ORDER BY idx")
+        // The stored leaves, walked alongside the entries (one scan instead of a lookup each).
+        let storedLeaves = try Row.fetchCursor(
+            db, sql: "SELECT idx, hash FROM tree_nodes WHERE level = 0 AND idx >= ? ORDER BY idx",
+            arguments: [Int64(prunedBelow - 1)])
+        var storedLeaf: (UInt64, Data)?
+        func stored(_ leafIndex: UInt64) throws -> Data? {
+            while storedLeaf.map({ $0.0 < leafIndex }) ?? true {
+                guard let row = try storedLeaves.next() else {
+                    storedLeaf = (UInt64.max, Data())
+                    break
+                }
+                storedLeaf = (UInt64(row["idx"] as Int64), row["hash"])
+            }
+            return storedLeaf.flatMap { $0.0 == leafIndex ? $0.1 : nil }
+        }
         while let row = try cursor.next() {
             let index = UInt64(row["idx"] as Int64)
             let body = [UInt8](row["body"] as Data)
@@ -156,9 +171,7 @@ public enum LocalVerifier {
                 report.fail(entry: index, "its body says index \(member): entries were moved")
             }
             let leaf = Merkle.leafHash(body)
-            if let stored = try Data.fetchOne(leafStatement, arguments: [Int64(index - 1)]),
-                stored != Data(leaf.bytes)
-            {
+            if let stored = try stored(index - 1), stored != Data(leaf.bytes) {
                 report.fail(entry: index, "its body does not hash to its stored leaf: the entry was changed")
                 if firstBadLeaf == nil { firstBadLeaf = index }
             }
