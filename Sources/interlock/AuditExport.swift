@@ -30,46 +30,70 @@ extension AuditCommand {
         var trustedCheckpoint: String?
 
         func run() throws {
-            var bundle: AuditBundle.Writer
-            do {
-                bundle = try AuditBundle.Writer(directory: out)
-            } catch {
-                throw CLIError("\(error)")
-            }
             let trusted = try trustedCheckpoint.map { try String(contentsOfFile: $0, encoding: .utf8) }
             let args = AuditQueryArgs(since: since, until: until, user: user, resource: resource, kind: kind)
-            var first: ExportPage?
-            var after: UInt64?
-            var firstIndex: UInt64?
-            var lastIndex: UInt64?
-            repeat {
-                let request = ControlRequest(
-                    command: .auditExport, audit: args,
-                    export: ExportArgs(size: first?.checkpointSize, after: after, trustedCheckpoint: trusted))
-                guard let page = try socket.send(request).export else { throw CLIError("empty answer") }
-                if first == nil { first = page }
-                for e in page.entries {
-                    try bundle.append(index: e.index, leafHash: e.leafHash, proof: e.proof, entry: Array(e.entry.utf8))
-                    firstIndex = firstIndex ?? e.index
-                    lastIndex = e.index
-                }
-                after = page.next
-            } while after != nil
-            guard let first else { throw CLIError("empty answer") }
-            let sealed = try socket.send(
-                ControlRequest(
-                    command: .auditExport, audit: args, export: ExportArgs(size: first.checkpointSize, seal: true)))
-            guard let manifest = sealed.message else { throw CLIError("the daemon did not seal the export") }
-            try bundle.finish(
-                checkpoint: first.checkpoint, olderCheckpoints: first.olderCheckpoints,
-                consistency: first.consistency.map {
-                    AuditBundle.Consistency(from: $0.from, to: $0.to, proof: $0.proof)
-                },
-                verifierKey: first.verifierKey, manifest: manifest)
+            let export = try exportBundle(socket: socket, query: args, trustedCheckpoint: trusted, to: out)
             print(
-                "wrote \(bundle.count) entries (\(firstIndex.map(String.init) ?? "-")…\(lastIndex.map(String.init) ?? "-")) "
-                    + "proven against checkpoint \(first.checkpointSize) of \(first.origin) to \(out)")
+                "wrote \(export.count) entries (\(export.firstIndex.map(String.init) ?? "-")…\(export.lastIndex.map(String.init) ?? "-")) "
+                    + "proven against checkpoint \(export.checkpointSize) of \(export.origin) to \(out)")
         }
+    }
+
+    /// What an export wrote: enough to report it without reading the bundle again.
+    struct ExportedBundle {
+        var count: Int
+        var firstIndex: UInt64?
+        var lastIndex: UInt64?
+        var origin: String
+        var checkpointSize: UInt64
+        /// The signed note every entry is proven against.
+        var checkpoint: String
+    }
+
+    /// Pages the entries `query` selects out of the daemon into a new bundle at `directory`, all
+    /// proven against one checkpoint (the first page's), then has the daemon seal the manifest.
+    /// `audit export` and `audit report` share it, so a report rests on exactly the bundle an
+    /// export of the same period would have written.
+    static func exportBundle(
+        socket: SocketOption, query args: AuditQueryArgs, trustedCheckpoint trusted: String?, to directory: String
+    ) throws -> ExportedBundle {
+        var bundle: AuditBundle.Writer
+        do {
+            bundle = try AuditBundle.Writer(directory: directory)
+        } catch {
+            throw CLIError("\(error)")
+        }
+        var first: ExportPage?
+        var after: UInt64?
+        var firstIndex: UInt64?
+        var lastIndex: UInt64?
+        repeat {
+            let request = ControlRequest(
+                command: .auditExport, audit: args,
+                export: ExportArgs(size: first?.checkpointSize, after: after, trustedCheckpoint: trusted))
+            guard let page = try socket.send(request).export else { throw CLIError("empty answer") }
+            if first == nil { first = page }
+            for e in page.entries {
+                try bundle.append(index: e.index, leafHash: e.leafHash, proof: e.proof, entry: Array(e.entry.utf8))
+                firstIndex = firstIndex ?? e.index
+                lastIndex = e.index
+            }
+            after = page.next
+        } while after != nil
+        guard let first else { throw CLIError("empty answer") }
+        let sealed = try socket.send(
+            ControlRequest(
+                command: .auditExport, audit: args, export: ExportArgs(size: first.checkpointSize, seal: true)))
+        guard let manifest = sealed.message else { throw CLIError("the daemon did not seal the export") }
+        try bundle.finish(
+            checkpoint: first.checkpoint, olderCheckpoints: first.olderCheckpoints,
+            consistency: first.consistency.map {
+                AuditBundle.Consistency(from: $0.from, to: $0.to, proof: $0.proof)
+            },
+            verifierKey: first.verifierKey, manifest: manifest)
+        return ExportedBundle(
+            count: bundle.count, firstIndex: firstIndex, lastIndex: lastIndex, origin: first.origin,
+            checkpointSize: first.checkpointSize, checkpoint: first.checkpoint)
     }
 
     struct Verify: ParsableCommand {
