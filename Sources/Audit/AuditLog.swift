@@ -80,7 +80,8 @@ public final class AuditLog: Sendable {
         durability: AuditDurability,
         signing: AuditSigning? = nil,
         logger: Logger,
-        clock: @escaping @Sendable () -> Date
+        clock: @escaping @Sendable () -> Date,
+        heartbeatInterval: TimeInterval = AuditWriter.heartbeatInterval
     ) throws(AuditError) -> AuditLog {
         var logger = logger
         logger[metadataKey: "audit.path"] = "\(path)"
@@ -155,7 +156,8 @@ public final class AuditLog: Sendable {
             maximumEntrySize: maximumEntrySize,
             signing: signing,
             origin: "interlock/\(applianceID)",
-            lastCheckpoint: lastCheckpoint
+            lastCheckpoint: lastCheckpoint,
+            heartbeatInterval: heartbeatInterval
         )
         writer.start()
         let checkpointer = WALCheckpointer(path: path, logger: logger)

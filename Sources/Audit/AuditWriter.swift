@@ -55,6 +55,8 @@ final class AuditWriter: @unchecked Sendable {
     private let signing: AuditSigning?
     /// The checkpoints' first line.
     private let origin: String
+    /// ``heartbeatInterval`` unless a test shortens it.
+    let heartbeatInterval: TimeInterval
     // Writer thread only:
     /// The tree's right edge after the last commit (nil after a failed transaction: reloaded).
     private var tree: MerkleCompactRange?
@@ -74,8 +76,10 @@ final class AuditWriter: @unchecked Sendable {
         maximumEntrySize: Int,
         signing: AuditSigning? = nil,
         origin: String = "",
-        lastCheckpoint: StoredCheckpoint? = nil
+        lastCheckpoint: StoredCheckpoint? = nil,
+        heartbeatInterval: TimeInterval = AuditWriter.heartbeatInterval
     ) {
+        self.heartbeatInterval = heartbeatInterval
         self.origin = origin
         self.pool = pool
         self.path = path
@@ -231,7 +235,7 @@ final class AuditWriter: @unchecked Sendable {
         guard signing != nil else { return nil }
         guard let size = committedSize else { return Date() }  // not loaded yet: load and look
         if let last = lastCheckpoint, last.size == size {
-            return lastCommit.addingTimeInterval(Self.heartbeatInterval)
+            return lastCommit.addingTimeInterval(heartbeatInterval)
         }
         return (lastCheckpoint?.time ?? .distantPast).addingTimeInterval(Self.checkpointInterval)
     }
@@ -241,7 +245,7 @@ final class AuditWriter: @unchecked Sendable {
         guard
             let template = try? EntryTemplate.make(
                 kind: AuditKind.heartbeat, subject: AuditSubject(),
-                fields: ["interval_s": .int(Int64(Self.heartbeatInterval))])
+                fields: ["interval_s": .int(Int64(heartbeatInterval.rounded()))])
         else { return nil }
         condition.lock()
         let stamped = max(AuditTime.micros(clock()), lastMicros)

@@ -264,6 +264,24 @@ import Testing
         }
     }
 
+    @Test func anIdleLogWritesAHeartbeatAndSignsOverIt() throws {
+        try Self.withDir { dir in
+            let signer = try NoteSigner.generate(name: "test-appliance")
+            let log = try AuditLog.open(
+                path: dir + "/audit.db", durability: .crash, signing: AuditSigning(signer: signer), logger: Self.logger,
+                clock: { Date() }, heartbeatInterval: 0.3)
+            defer { log.close() }
+            var beats: [AuditRecord] = []
+            for _ in 0..<300 where beats.isEmpty {
+                Thread.sleep(forTimeInterval: 0.01)
+                beats = try log.query(AuditQuery(kind: AuditKind.heartbeat))
+            }
+            let beat = try #require(beats.first)
+            try Self.waitForCheckpoint(log)
+            #expect(try log.latestCheckpoint()?.size ?? 0 >= beat.index, "a checkpoint covers the heartbeat")
+        }
+    }
+
     @Test func retentionRemovesBodiesButEveryProofStillVerifies() throws {
         try Self.withDir { dir in
             let signer = try NoteSigner.generate(name: "test-appliance")

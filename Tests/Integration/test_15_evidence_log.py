@@ -187,3 +187,20 @@ def test_many_concurrent_sessions_leave_a_gap_free_verifiable_log(world, make_da
     time.sleep(1.5)
     p = verify_local(d)
     assert p.returncode == 0 and "PASS" in p.stdout, p.stdout + p.stderr
+
+
+def test_an_auditor_writes_a_period_report_anchored_to_a_verified_checkpoint(world, make_daemon):
+    d = start(make_daemon)
+    traffic(world, 4)
+    key = auditor_dir(d, "keys") / "interlock.pub"
+    key.write_text(d.cli("audit", "public-key", user="audra").stdout)
+    out = auditor_dir(d, "reports") / "q4"
+    p = d.cli("audit", "report", "--since", "1h", "--until", "now", "--out", str(out), "--key", str(key),
+              user="audra", check=False, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert "svc-ci" in md and "orders-db" in md and "PASS" in md, md[:2000]
+    assert "svc-ci" in html and "<html" in html.lower()
+    assert "SELECT 0" not in md and "SELECT 0" not in html, "reports carry counts, never statement texts"
+    assert "interlock/" in md, "the report names the log (origin) and checkpoint it is anchored to"
