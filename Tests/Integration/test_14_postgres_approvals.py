@@ -226,7 +226,8 @@ print(json.dumps(out))
     assert out["ran"] is False and out["sqlstate"] == "57014", out
     assert out["after"] == 1, "the session stays usable after the cancelled hold"
     entries = d.wait_entries(lambda es: of_kind(es, "approval.withdrawn"), after=before, what="approval.withdrawn")
-    assert of_kind(entries, "postgres.cancel")[0]["decision"] == "allow"
+    cancel = of_kind(entries, "postgres.cancel")[0]
+    assert cancel["decision"] == "allow" and cancel["forwarded"] is False, cancel
     st = [s for s in statements(entries) if s["decision"] == "approve"][0]
     assert end_of(entries, st)["approval"] == "cancelled"
 

@@ -16,6 +16,8 @@ final class CancelRegistry: Sendable {
         /// Tells the owning session a cancel for it was allowed (a statement held for approval is
         /// withdrawn: the server has nothing to cancel for it).
         var interrupt: @Sendable () -> Void
+        /// Whether the owning session holds a statement for approval right now.
+        var isHolding: @Sendable () -> Bool = { false }
     }
 
     private let targets = Mutex<[PostgresBackendKey: Target]>([:])

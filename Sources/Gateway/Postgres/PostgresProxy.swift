@@ -7,6 +7,7 @@ import NIOSSL
 import NIOTLS
 import Policy
 import PostgresWire
+import Synchronization
 
 /// The I/O half of one PostgreSQL session: it decodes both sides, feeds
 /// `PostgresSessionStateMachine`, and runs the actions it returns (write, connect, record, resolve
@@ -79,7 +80,12 @@ final class PostgresProxy {
         var request: String?
         var cancelled = false
     }
-    private var held: Held?
+    private var held: Held? {
+        didSet { holding.set(held != nil) }
+    }
+    /// Whether a statement is held, readable from other sessions' threads (a cancel from another
+    /// connection must not reach the server when all it should stop is a held statement).
+    private let holding = HoldFlag()
     /// Statements released by an approval or a grant window, with the request or grant that released
     /// them, for `approval.executed`.
     private var released: [StatementID: String] = [:]
@@ -435,7 +441,8 @@ final class PostgresProxy {
                     session: session.id, uid: session.identity.uid, resource: resource.name, upstream: address,
                     interrupt: { [eventLoop, bound = NIOLoopBound(self, eventLoop: eventLoop)] in
                         eventLoop.execute { bound.value.cancelWhileHeld() }
-                    }))
+                    },
+                    isHolding: { [holding] in holding.value }))
         }
         catalog?.use(database: info.database ?? info.upstreamUser ?? "")
         session.logger.debug("postgres session established", metadata: ["database": "\(info.database ?? "")"])
@@ -476,8 +483,12 @@ final class PostgresProxy {
         } else {
             (decision, reason) = ("deny", "no live session has this backend key")
         }
+        // A cancel for a held statement withdraws it; the server is running nothing of it, and a
+        // forwarded cancel would stop whatever the client sends next instead.
+        let forward = decision == "allow" && target?.isHolding() != true
         fields["decision"] = .string(decision)
         fields["reason"] = .string(reason)
+        if decision == "allow" { fields["forwarded"] = .bool(forward) }
         session.logger.info("cancel request", metadata: ["decision": "\(decision)", "reason": "\(reason)"])
         let gateway = self.gateway
         let eventLoop = self.eventLoop
@@ -490,6 +501,7 @@ final class PostgresProxy {
             }
             guard decision == "allow", let target else { return }
             target.interrupt()
+            guard forward else { return }
             eventLoop.execute {
                 gateway.connectUpstream(to: target.upstream, on: eventLoop).whenComplete { result in
                     guard case .success(let channel) = result else {
@@ -935,4 +947,11 @@ final class PostgresSideHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         proxy = nil
     }
+}
+
+/// A flag one session sets and others read.
+final class HoldFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var value: Bool { flag.load(ordering: .acquiring) }
+    func set(_ v: Bool) { flag.store(v, ordering: .releasing) }
 }
