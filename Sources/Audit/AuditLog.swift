@@ -178,15 +178,25 @@ public final class AuditLog: Sendable {
         fields["public_key"] = .string(signing.signer.verifierKey)
         fields["appliance_id"] = .string(applianceID)
         fields["origin"] = .string(origin)
+        _ = try appendAndWait(kind: AuditKind.genesis, subject: AuditSubject(), fields: fields)
+    }
+
+    /// Appends one entry and blocks until it is durable: for the log's own entries written from
+    /// plain threads (the genesis at open, a prune). Never call it on an event loop.
+    func appendAndWait(
+        kind: String, subject: AuditSubject, fields: [String: AuditValue]
+    ) throws(AuditError) -> AuditRecord {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<AuditRecord, AuditError>?>(nil)
-        append(kind: AuditKind.genesis, subject: AuditSubject(), fields: fields) { r in
+        append(kind: kind, subject: subject, fields: fields) { r in
             result.withLock { $0 = r }
             done.signal()
         }
         done.wait()
-        if case .failure(let error)? = result.withLock({ $0 }) {
-            throw error
+        switch result.withLock({ $0 }) {
+        case .success(let record)?: return record
+        case .failure(let error)?: throw error
+        case nil: throw AuditError(.storage, "\(kind) was not written")
         }
     }
 

@@ -1,6 +1,5 @@
 import Foundation
 import GRDB
-import Synchronization
 
 /// What a prune did.
 public struct PruneResult: Sendable, Equatable {
@@ -48,19 +47,7 @@ extension AuditLog {
             "cutoff": .string(AuditTime.format(micros: micros)), "policy": .string(policy),
             "subtrees": .array(subtrees),
         ]
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<AuditRecord, AuditError>?>(nil)
-        append(kind: AuditKind.prune, subject: AuditSubject(), fields: fields) { r in
-            result.withLock { $0 = r }
-            done.signal()
-        }
-        done.wait()
-        let record: AuditRecord
-        switch result.withLock({ $0 }) {
-        case .success(let r)?: record = r
-        case .failure(let e)?: throw e
-        case nil: throw AuditError(.storage, "the prune entry was not written")
-        }
+        let record = try appendAndWait(kind: AuditKind.prune, subject: AuditSubject(), fields: fields)
         // A checkpoint over the prune entry, before anything goes.
         checkpointNow()
         let deadline = Date().addingTimeInterval(10)
