@@ -106,6 +106,11 @@ fi
 install -d -m 0750 -o interlock -g interlock /var/lib/interlock
 install -d -m 0755 -o interlock -g interlock /run/interlock
 
+# The key that signs the evidence log's checkpoints: created once, the daemon's own (mode 0600); its
+# public half (checkpoint.pub) is what auditors verify exports with. An existing key is kept.
+say "checkpoint signing key"
+"$PREFIX/bin/interlock" audit init-key --config "$CONF"
+
 if [ -f "$UNIT_SRC" ]; then
     say "systemd unit → $UNIT_DST"
     install -m 0644 "$UNIT_SRC" "$UNIT_DST"

@@ -164,3 +164,48 @@ extension AuditCommand {
         }
     }
 }
+
+extension AuditCommand {
+    struct InitKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "init-key",
+            abstract:
+                "Create the checkpoint signing key (at install; interlockd creates it at its first start otherwise).",
+            discussion: """
+                Writes the Ed25519 key as mode 0600, owned by the daemon's user, and its public half \
+                beside it (.pub, mode 0644). An existing key is kept: a log opens only with the key it \
+                was started with.
+                """)
+        @Option(
+            help: "The key file (default: audit.signing_key of the policy, else checkpoint.key beside audit.database).")
+        var path: String?
+        @Option(help: "The policy file.") var config: String = defaultConfigPath
+        @Option(help: "The daemon's user, owner of the key.") var user = DaemonSettings().user
+
+        func run() throws {
+            let settings = (try? ConfigLoader.load(path: config))?.audit ?? AuditSettings()
+            let keyPath =
+                path ?? settings.signingKey ?? (settings.database as NSString).deletingLastPathComponent
+                + "/checkpoint.key"
+            let publicPath = (keyPath.hasSuffix(".key") ? String(keyPath.dropLast(4)) : keyPath) + ".pub"
+            if FileManager.default.fileExists(atPath: keyPath) {
+                let signer = try NoteKeyFile.read(path: keyPath)
+                print("\(keyPath) exists; kept. Public key: \(signer.verifierKey)")
+                return
+            }
+            let host = ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" }
+            let signer = try NoteSigner.generate(name: "interlock-" + (host.isEmpty ? "appliance" : host))
+            try NoteKeyFile.write(signer, to: keyPath)
+            try Data((signer.verifierKey + "\n").utf8).write(to: URL(fileURLWithPath: publicPath), options: .atomic)
+            chmod(publicPath, 0o644)
+            if let pw = getpwnam(user) {
+                guard chown(keyPath, pw.pointee.pw_uid, pw.pointee.pw_gid) == 0 else {
+                    throw CLIError("cannot give \(keyPath) to \(user): \(String(cString: strerror(errno)))")
+                }
+            }
+            print("\(keyPath): mode 0600, owner \(getpwnam(user) == nil ? "root" : user)")
+            print("\(publicPath): \(signer.verifierKey)")
+            print("Give auditors the public key (interlock audit public-key prints it once interlockd runs).")
+        }
+    }
+}
