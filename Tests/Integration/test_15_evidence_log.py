@@ -204,3 +204,20 @@ def test_an_auditor_writes_a_period_report_anchored_to_a_verified_checkpoint(wor
     assert "svc-ci" in html and "<html" in html.lower()
     assert "SELECT 0" not in md and "SELECT 0" not in html, "reports carry counts, never statement texts"
     assert "interlock/" in md, "the report names the log (origin) and checkpoint it is anchored to"
+
+
+def test_the_key_made_at_install_is_the_one_the_log_is_signed_with(world, make_daemon):
+    d = make_daemon(start=False)
+    key = d.dir / "keys" / "checkpoint.key"
+    key.parent.mkdir()
+    shutil.chown(key.parent, "interlock")
+    p = offline(d, "audit", "init-key", "--path", str(key), "--config", "/nonexistent")
+    assert p.returncode == 0, p.stderr
+    assert oct(key.stat().st_mode & 0o777) == "0o600" and key.owner() == "interlock"
+    public = (d.dir / "keys" / "checkpoint.pub").read_text().strip()
+    again = offline(d, "audit", "init-key", "--path", str(key), "--config", "/nonexistent")
+    assert again.returncode == 0 and "kept" in again.stdout and public in again.stdout
+    d.write_config(orders_db=credentials_yaml(d), audit={"signing_key": str(key)})
+    d.start()
+    [genesis] = [e for e in d.audit() if e["kind"] == "log.genesis"]
+    assert genesis["public_key"] == public == d.cli("audit", "public-key", user="audra").stdout.strip()
