@@ -576,7 +576,7 @@ struct InclusionChecker {
         var lo: UInt64 = 0
         var hi = size
         while hi - lo > 1 {
-            let k = largestPowerOfTwo(below: hi - lo)
+            let k = Merkle.largestPowerOfTwo(below: hi - lo)
             if index < lo + k {
                 siblings.append(((lo + k)..<hi, false))
                 hi = lo + k
@@ -614,12 +614,5 @@ struct InclusionChecker {
 
     private mutating func remember(_ nodes: [(Range<UInt64>, MerkleHash)]) {
         for (range, hash) in nodes { known[range] = hash }
-    }
-
-    private func largestPowerOfTwo(below n: UInt64) -> UInt64 {
-        // n ≥ 2: the largest power of two strictly less than n.
-        var k: UInt64 = 1
-        while k << 1 < n { k <<= 1 }
-        return k
     }
 }

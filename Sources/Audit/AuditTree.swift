@@ -85,12 +85,3 @@ extension MerkleHash {
         MerkleHash(bytes: Array(SHA256.hash(data: data))) ?? Merkle.emptyRoot
     }
 }
-
-extension NoteVerifier {
-    /// The verifier key as text (`name+keyid+base64`), as `interlock audit public-key` prints it.
-    public var encodedKey: String {
-        let id = String(keyID, radix: 16)
-        return "\(name)+\(String(repeating: "0", count: max(0, 8 - id.count)) + id)+"
-            + Data([1] + publicKey).base64EncodedString()
-    }
-}

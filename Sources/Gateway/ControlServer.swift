@@ -377,22 +377,11 @@ public final class ControlService: Sendable {
     }
 
     func auditList(_ args: AuditQueryArgs) -> ControlResponse {
-        var q = AuditQuery()
-        if let s = args.since {
-            guard let d = AuditLog.parseTime(s) else {
-                return .failure("bad_request", "--since: cannot read time '\(s)'")
-            }
-            q.since = d
+        var q: AuditQuery
+        switch auditQuery(args) {
+        case .success(let query): q = query
+        case .failure(let f): return ControlResponse(ok: false, error: f)
         }
-        if let s = args.until {
-            guard let d = AuditLog.parseTime(s) else {
-                return .failure("bad_request", "--until: cannot read time '\(s)'")
-            }
-            q.until = d
-        }
-        q.user = args.user
-        q.resource = args.resource
-        q.kind = args.kind
         q.afterIndex = args.afterIndex
         if let l = args.limit {
             guard l > 0, l <= 100_000 else { return .failure("bad_request", "--limit must be 1...100000") }

@@ -187,24 +187,18 @@ extension AuditCommand {
             let keyPath =
                 path ?? settings.signingKey ?? (settings.database as NSString).deletingLastPathComponent
                 + "/checkpoint.key"
-            let publicPath = (keyPath.hasSuffix(".key") ? String(keyPath.dropLast(4)) : keyPath) + ".pub"
-            if FileManager.default.fileExists(atPath: keyPath) {
-                let signer = try NoteKeyFile.read(path: keyPath)
+            let (signer, created) = try NoteKeyFile.loadOrCreate(path: keyPath)
+            guard created else {
                 print("\(keyPath) exists; kept. Public key: \(signer.verifierKey)")
                 return
             }
-            let host = ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" }
-            let signer = try NoteSigner.generate(name: "interlock-" + (host.isEmpty ? "appliance" : host))
-            try NoteKeyFile.write(signer, to: keyPath)
-            try Data((signer.verifierKey + "\n").utf8).write(to: URL(fileURLWithPath: publicPath), options: .atomic)
-            chmod(publicPath, 0o644)
             if let pw = getpwnam(user) {
                 guard chown(keyPath, pw.pointee.pw_uid, pw.pointee.pw_gid) == 0 else {
                     throw CLIError("cannot give \(keyPath) to \(user): \(String(cString: strerror(errno)))")
                 }
             }
             print("\(keyPath): mode 0600, owner \(getpwnam(user) == nil ? "root" : user)")
-            print("\(publicPath): \(signer.verifierKey)")
+            print("\(NoteKeyFile.publicPath(for: keyPath)): \(signer.verifierKey)")
             print("Give auditors the public key (interlock audit public-key prints it once interlockd runs).")
         }
     }

@@ -104,18 +104,11 @@ logger.info(
 let signingKeyPath = settings.audit.signingKey ?? databaseDirectory + "/checkpoint.key"
 let signer: NoteSigner
 do {
-    if FileManager.default.fileExists(atPath: signingKeyPath) {
-        signer = try NoteKeyFile.read(path: signingKeyPath)
-    } else {
-        let host = ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" }
-        signer = try NoteSigner.generate(name: "interlock-" + (host.isEmpty ? "appliance" : host))
-        try NoteKeyFile.write(signer, to: signingKeyPath)
+    let (key, created) = try NoteKeyFile.loadOrCreate(path: signingKeyPath)
+    signer = key
+    if created {
         logger.notice("created the checkpoint signing key", metadata: ["path": "\(signingKeyPath)"])
     }
-    let publicPath =
-        (signingKeyPath.hasSuffix(".key") ? String(signingKeyPath.dropLast(4)) : signingKeyPath) + ".pub"
-    try Data((signer.verifierKey + "\n").utf8).write(to: URL(fileURLWithPath: publicPath), options: .atomic)
-    chmod(publicPath, 0o644)
 } catch {
     die("cannot load the checkpoint signing key \(signingKeyPath): \(error)")
 }

@@ -93,7 +93,7 @@ public struct NoteSigner: Sendable {
 
     /// `<name>+<key ID>+<base64(0x01 || public key)>`, for ``NoteVerifier/init(verifierKey:)``.
     public var verifierKey: String {
-        "\(name)+\(NoteFormat.hex(keyID))+\(NoteFormat.encodeBase64([NoteFormat.ed25519Type] + publicKey))"
+        NoteFormat.verifierKey(name: name, keyID: keyID, publicKey: publicKey)
     }
 
     /// The signed note: `text` + "\n" + one signature line.
@@ -215,10 +215,47 @@ public struct NoteVerifier: Sendable {
 }
 
 /// A signer key kept in a file readable only by its owner, like an SSH private key.
+extension NoteVerifier {
+    /// The verifier key as text (`name+keyid+base64`), as `interlock audit public-key` prints it.
+    public var encodedKey: String { NoteFormat.verifierKey(name: name, keyID: keyID, publicKey: publicKey) }
+}
+
+extension NoteFormat {
+    /// `<name>+<key ID>+<base64(0x01 || public key)>`.
+    static func verifierKey(name: String, keyID: UInt32, publicKey: [UInt8]) -> String {
+        "\(name)+\(hex(keyID))+\(encodeBase64([ed25519Type] + publicKey))"
+    }
+}
+
 public enum NoteKeyFile {
     /// Longer than any encoded Ed25519 signer key with a sane name; stops a wrong path (a log, a
     /// device) from being read whole.
     static let maximumSize = 4096
+
+    /// Where the public half of the key at `keyPath` is written: `checkpoint.key` → `checkpoint.pub`.
+    public static func publicPath(for keyPath: String) -> String {
+        (keyPath.hasSuffix(".key") ? String(keyPath.dropLast(4)) : keyPath) + ".pub"
+    }
+
+    /// The key at `path`, or a new one named after this host (`interlock-<hostname>`, written with
+    /// mode 0600); either way its public half is (re)written beside it, mode 0644, for operators to
+    /// hand to auditors. `created` says whether the key is new. The daemon at start and
+    /// `interlock audit init-key` at install both come here, so the two make the same key.
+    public static func loadOrCreate(path: String) throws -> (signer: NoteSigner, created: Bool) {
+        let signer: NoteSigner
+        let created = !FileManager.default.fileExists(atPath: path)
+        if created {
+            let host = ProcessInfo.processInfo.hostName.filter { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" }
+            signer = try NoteSigner.generate(name: "interlock-" + (host.isEmpty ? "appliance" : host))
+            try write(signer, to: path)
+        } else {
+            signer = try read(path: path)
+        }
+        let publicPath = publicPath(for: path)
+        try Data((signer.verifierKey + "\n").utf8).write(to: URL(fileURLWithPath: publicPath), options: .atomic)
+        chmod(publicPath, 0o644)
+        return (signer, created)
+    }
 
     /// Writes `signer.encoded` and a newline to a new file with mode 0600.
     ///

@@ -232,7 +232,7 @@ final class ApprovalCenter: Sendable {
             }
         }
         _ = done.wait(timeout: .now() + 10)
-        return "denied \(ShortID(id)): the statement fails with your reason"
+        return "denied \(id.lowercased()): the statement fails with your reason"
     }
 
     /// Ends a grant window early.
@@ -245,8 +245,8 @@ final class ApprovalCenter: Sendable {
             record(event, now: now) { _ in done.leave() }
         }
         _ = done.wait(timeout: .now() + 10)
-        if case .grantExpired? = events.first { return "\(ShortID(id)) had already expired" }
-        return "revoked \(ShortID(id))"
+        if case .grantExpired? = events.first { return "\(id.lowercased()) had already expired" }
+        return "revoked \(id.lowercased())"
     }
 
     func pending() -> [PendingApproval] {
@@ -322,26 +322,27 @@ final class ApprovalCenter: Sendable {
             let starts = try audit.query(q)
             guard starts.count == 2 else { return }
             let previousStart = starts[0].index
-            var open: [String: AuditRecord] = [:]
-            q = AuditQuery(kind: "approval.requested", afterIndex: previousStart)
+            // One pass over the previous run's approval entries, in index order.
+            var open: Set<String> = []
+            q = AuditQuery(kind: "approval.", afterIndex: previousStart)
             q.limit = 100_000
+            q.oldestFirst = true
             for record in try audit.query(q) {
-                if let id = Self.requestID(record) { open[id] = record }
-            }
-            guard !open.isEmpty else { return }
-            for kind in ["approval.denied", "approval.timed_out", "approval.withdrawn", "approval.approved"] {
-                q = AuditQuery(kind: kind, afterIndex: previousStart)
-                q.limit = 100_000
-                for record in try audit.query(q) {
-                    guard let id = Self.requestID(record) else { continue }
-                    if kind != "approval.approved"
-                        || String(decoding: record.body, as: UTF8.self).contains(#""complete":true"#)
-                    {
-                        open[id] = nil
-                    }
+                guard case .object(let m)? = try? CanonicalJSON.decode(record.body),
+                    case .string(let id)? = m["request"]
+                else { continue }
+                switch record.kind {
+                case "approval.requested":
+                    open.insert(id)
+                case "approval.denied", "approval.timed_out", "approval.withdrawn":
+                    open.remove(id)
+                case "approval.approved" where m["complete"] == .bool(true):
+                    open.remove(id)
+                default:
+                    break
                 }
             }
-            let lost = open.keys.sorted()
+            let lost = open.sorted()
             guard !lost.isEmpty else { return }
             logger.notice("approval requests lost at restart", metadata: ["requests": "\(lost)"])
             append(
@@ -354,13 +355,6 @@ final class ApprovalCenter: Sendable {
         } catch {
             logger.error("cannot look for approval requests lost at restart", metadata: ["error": "\(error)"])
         }
-    }
-
-    private static func requestID(_ record: AuditRecord) -> String? {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(record.body)) as? [String: Any] else {
-            return nil
-        }
-        return object["request"] as? String
     }
 
     // MARK: Evidence and watchers
@@ -571,6 +565,3 @@ final class ApprovalCenter: Sendable {
         }
     }
 }
-
-/// An id as typed, normalised for messages.
-private func ShortID(_ id: String) -> String { id.lowercased() }
