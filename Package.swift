@@ -116,7 +116,7 @@ let package = Package(
         .executableTarget(
             name: "interlock",
             dependencies: [
-                "Control", "Policy", "Capture", "Gateway", "Audit",
+                "Control", "Policy", "Capture", "Gateway", "Audit", "PostgresWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

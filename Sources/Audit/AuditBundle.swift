@@ -12,7 +12,7 @@ import Foundation
 /// proofs.jsonl         per entry: index, leaf hash, inclusion proof in the newest checkpoint's tree
 /// entries.csv          the same entries for spreadsheets: index, leaf hash, time, kind, user, ...
 /// public.key           the verifier key the daemon says it signs with (verify with your own copy)
-/// blobs/<sha256>       payloads entries reference by hash (none yet)
+/// blobs/<sha256>       payloads entries reference by hash (session recordings' chunks)
 /// ```
 public enum AuditBundle {
     public static let format = "interlock-bundle/1"
@@ -34,11 +34,17 @@ public enum AuditBundle {
         /// SHA-256 (hex) of entries.jsonl: every entry's canonical JSON followed by a newline.
         public var digest: String
         public var time: String
+        /// Blobs the entries reference that the bundle holds, and those retention had removed
+        /// (nil in bundles written before blobs existed).
+        public var blobs: Int?
+        public var blobsPruned: Int?
 
         public init(
             origin: String, checkpointSize: UInt64, query: String, filtered: Bool, entries: Int, firstIndex: UInt64?,
-            lastIndex: UInt64?, digest: String, time: String
+            lastIndex: UInt64?, digest: String, time: String, blobs: Int? = nil, blobsPruned: Int? = nil
         ) {
+            self.blobs = blobs
+            self.blobsPruned = blobsPruned
             self.origin = origin
             self.checkpointSize = checkpointSize
             self.query = query
@@ -57,6 +63,7 @@ public enum AuditBundle {
                 "filtered \(filtered)", "entries \(entries)", "first \(firstIndex.map(String.init) ?? "-")",
                 "last \(lastIndex.map(String.init) ?? "-")", "sha256 \(digest)", "time \(time)",
             ].joined(separator: "\n") + "\n"
+                + (blobs.map { "blobs \($0)\nblobs_pruned \(blobsPruned ?? 0)\n" } ?? "")
         }
 
         public static func parse(_ text: String) throws -> Manifest {
@@ -84,10 +91,18 @@ public enum AuditBundle {
             else {
                 throw NoteError("the manifest's numbers are unreadable")
             }
+            var blobs: Int?
+            var pruned: Int?
+            if fields["blobs"] != nil || fields["blobs_pruned"] != nil {
+                guard let b = Int(try field("blobs")), let p = Int(try field("blobs_pruned")), b >= 0, p >= 0 else {
+                    throw NoteError("the manifest's blob counts are unreadable")
+                }
+                (blobs, pruned) = (b, p)
+            }
             return Manifest(
                 origin: try field("origin"), checkpointSize: size, query: try field("query"), filtered: filtered,
                 entries: count, firstIndex: try index("first"), lastIndex: try index("last"),
-                digest: try field("sha256"), time: try field("time"))
+                digest: try field("sha256"), time: try field("time"), blobs: blobs, blobsPruned: pruned)
         }
     }
 
@@ -206,6 +221,14 @@ extension AuditBundle {
                 at: self.directory.appendingPathComponent("blobs"), withIntermediateDirectories: true)
             encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        }
+
+        /// Writes one blob as `blobs/<sha256>`, refusing bytes that do not hash to `hash`.
+        public func addBlob(hash: String, data: Data) throws {
+            guard MerkleHash.sha256(data).hex == hash else {
+                throw NoteError("blob \(hash) from the appliance does not hash to its name")
+            }
+            try data.write(to: directory.appendingPathComponent("blobs/\(hash)"))
         }
 
         public mutating func append(index: UInt64, leafHash: String, proof: [String], entry: [UInt8]) throws {
@@ -451,15 +474,7 @@ public enum BundleVerifier {
                 report.fail(entry: index, "its entries.csv row differs from the entry")
             }
         }
-        // Blobs are named by their SHA-256.
-        let blobs =
-            (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("blobs").path)) ?? []
-        for name in blobs {
-            guard let data = read("blobs/" + name) else { continue }
-            if MerkleHash.sha256(data).hex != name {
-                report.fail("blobs/\(name) does not hash to its name: the payload was changed")
-            }
-        }
+        checkBlobs(decoded, manifest: manifest, directory: dir, report: &report)
         Sanity.check(decoded, filtered: manifest.filtered, report: &report)
         return report
     }
@@ -614,5 +629,67 @@ struct InclusionChecker {
 
     private mutating func remember(_ nodes: [(Range<UInt64>, MerkleHash)]) {
         for (range, hash) in nodes { known[range] = hash }
+    }
+}
+
+extension BundleVerifier {
+    /// Blobs: each file hashes to its name and is referenced by an exported entry; each referenced
+    /// blob is in the bundle or counted as removed by retention in the signed manifest; and a
+    /// recording's chunk says the session and position its entry says.
+    static func checkBlobs(
+        _ entries: [(UInt64, [String: AuditValue])], manifest: AuditBundle.Manifest, directory: URL,
+        report: inout VerificationReport
+    ) {
+        let names = Set(
+            (try? FileManager.default.contentsOfDirectory(atPath: directory.appendingPathComponent("blobs").path)) ?? []
+        )
+        var referenced: Set<String> = []
+        var missing = 0
+        for (index, m) in entries {
+            guard case .string(let hash)? = m["blob"] else { continue }
+            let firstReference = referenced.insert(hash).inserted
+            guard names.contains(hash) else {
+                if firstReference { missing += 1 }
+                continue
+            }
+            guard let data = try? Data(contentsOf: directory.appendingPathComponent("blobs/\(hash)")) else {
+                report.fail(entry: index, "blobs/\(hash) is unreadable")
+                continue
+            }
+            guard MerkleHash.sha256(data).hex == hash else {
+                report.fail(entry: index, "blobs/\(hash) does not hash to its name: the payload was changed")
+                continue
+            }
+            if case .string(AuditKind.recording)? = m["kind"] {
+                do {
+                    let chunk = try RecordingChunk.parse([UInt8](data))
+                    if case .string(let session)? = m["session"], chunk.header.session != session {
+                        report.fail(entry: index, "its recording chunk is of session \(chunk.header.session)")
+                    }
+                    if let seq = m["seq"]?.uint64Value, chunk.header.seq != seq {
+                        report.fail(
+                            entry: index, "its recording chunk says it is chunk \(chunk.header.seq), not \(seq)")
+                    }
+                } catch {
+                    report.fail(entry: index, "blobs/\(hash) is not a readable recording chunk: \(error)")
+                }
+            }
+        }
+        for name in names.subtracting(referenced).sorted() {
+            report.fail("blobs/\(name) is referenced by no exported entry")
+        }
+        let present = referenced.count - missing
+        if let blobs = manifest.blobs {
+            if present != blobs || missing != (manifest.blobsPruned ?? 0) {
+                report.fail(
+                    "the bundle holds \(present) of the \(referenced.count) blobs its entries reference; the "
+                        + "manifest says \(blobs), and \(manifest.blobsPruned ?? 0) removed by retention")
+            } else if missing > 0 {
+                report.notes.append("\(missing) recording chunk(s) were removed by retention; their entries verify")
+            }
+        } else if missing > 0 {
+            report.fail("\(missing) blob(s) the entries reference are missing from the bundle")
+        }
+        if present > 0 { report.notes.append("\(present) blob(s) checked") }
     }
 }

@@ -46,10 +46,19 @@ public enum AuditKind {
     /// `policy`, `subtrees` (the perfect subtree hashes covering the removed range). Committed and
     /// checkpointed before any body is removed; leaf hashes and tree nodes stay.
     public static let prune = "log.prune"
+    /// One chunk of a session's recording (subject: user, resource, session): `blob` (SHA-256 hex
+    /// of the chunk, stored beside the entry), `seq`, `size`, `frames`, `from_ms` and `to_ms` (its
+    /// first and last frame, since the session started), `final` (the session ended), `protocol`,
+    /// and `dropped_bytes` when the recording reached its limit. See ``RecordingChunk``.
+    public static let recording = "session.recording"
+    /// Retention of recordings: `cutoff`, `policy`, `removed` (blobs), `bytes`, `first_entry` and
+    /// `last_entry` (the `session.recording` entries whose blobs go). Committed and checkpointed
+    /// before any blob is removed; the entries that named the blobs stay.
+    public static let recordingPrune = "recording.prune"
 
     /// Every kind above, for listings and validation.
     public static let all = [
         daemonStarted, daemonStopped, policyLoaded, rulesetInstalled, rulesetRestored, rulesetRemoved,
-        sessionOpen, sessionClose, genesis, heartbeat, prune,
+        sessionOpen, sessionClose, genesis, heartbeat, prune, recording, recordingPrune,
     ]
 }

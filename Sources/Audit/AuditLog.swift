@@ -293,14 +293,14 @@ public final class AuditLog: Sendable {
     }
 
     func enqueue(
-        kind: String, template: EntryTemplate, deferred: Bool,
+        kind: String, template: EntryTemplate, deferred: Bool, blob: AuditBlob? = nil,
         completion: @escaping @Sendable (Result<AuditRecord, AuditError>) -> Void
     ) {
         if template.sizeWithoutIndex + 1 > Self.maximumEntrySize {
             completion(.failure(Self.tooLarge(kind: kind, size: template.sizeWithoutIndex + 1)))
             return
         }
-        writer.enqueue(kind: kind, template: template, urgent: !deferred, completion: completion)
+        writer.enqueue(kind: kind, template: template, urgent: !deferred, blob: blob, completion: completion)
     }
 
     /// Appends one entry and returns it once it is committed. See the completion-based variant.
@@ -359,6 +359,10 @@ public final class AuditLog: Sendable {
                 conditions.append("resource = ?")
                 arguments.append(resource)
             }
+            if let session = q.session {
+                conditions.append("session = ?")
+                arguments.append(session)
+            }
             var statementKinds = true
             var otherKinds = true
             if let kind = q.kind {
@@ -375,7 +379,7 @@ public final class AuditLog: Sendable {
                     otherKinds = !statementKinds
                 }
             }
-            let filtered = q.user != nil || q.resource != nil || q.kind != nil
+            let filtered = q.user != nil || q.resource != nil || q.session != nil || q.kind != nil
             func fetch(_ extra: String?) throws -> [AuditRecord] {
                 let clause = (conditions + (extra.map { [$0] } ?? [])).joined(separator: " AND ")
                 return try Row.fetchAll(

@@ -49,14 +49,7 @@ extension AuditLog {
         ]
         let record = try appendAndWait(kind: AuditKind.prune, subject: AuditSubject(), fields: fields)
         // A checkpoint over the prune entry, before anything goes.
-        checkpointNow()
-        let deadline = Date().addingTimeInterval(10)
-        while (try latestCheckpoint()?.size ?? 0) < record.index {
-            guard Date() < deadline else {
-                throw AuditError(.storage, "no checkpoint covered the prune entry \(record.index); nothing was removed")
-            }
-            Thread.sleep(forTimeInterval: 0.01)
-        }
+        try waitForCheckpoint(covering: record.index, what: "the prune entry")
         do {
             var next = first
             while next < below {

@@ -15,7 +15,7 @@ import GRDB
 /// give (time never decreases with the index, so ``AuditLog`` finds that range by binary search and
 /// needs no time index).
 enum AuditSchema {
-    static let version = 3
+    static let version = 4
     /// The `WHERE` of the partial indexes, repeated verbatim by queries that use them (SQLite uses a
     /// partial index only when the query's `WHERE` contains that term).
     static let indexedRows = "kind NOT IN ('statement', 'statement.end')"
@@ -91,6 +91,37 @@ enum AuditSchema {
         """,
     ]
 
+    /// Version 4: blobs, the payloads too large for an entry (session recordings).
+    ///
+    /// A blob is named by its SHA-256 and written in the transaction of the entry that references it
+    /// (`blob` member), so the tree proves the entry and the entry proves the blob. Blobs are never
+    /// changed; retention removes those older than `meta.blobs_pruned_before` (microseconds), and
+    /// only after a `recording.prune` entry and a checkpoint over it are committed.
+    static let blobStatements = [
+        """
+        CREATE TABLE blobs (
+            hash BLOB PRIMARY KEY NOT NULL CHECK (length(hash) = 32),
+            time_us INTEGER NOT NULL,
+            size INTEGER NOT NULL CHECK (size >= 0),
+            data BLOB NOT NULL
+        )
+        """,
+        "CREATE INDEX blobs_by_time ON blobs (time_us)",
+        """
+        CREATE TRIGGER blobs_append_only_update BEFORE UPDATE ON blobs
+        BEGIN
+            SELECT RAISE(ABORT, 'blobs are append-only: UPDATE is refused');
+        END
+        """,
+        """
+        CREATE TRIGGER blobs_append_only_delete BEFORE DELETE ON blobs
+        WHEN OLD.time_us >= coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'blobs_pruned_before'), 0)
+        BEGIN
+            SELECT RAISE(ABORT, 'blobs are append-only: DELETE is refused');
+        END
+        """,
+    ]
+
     static let createStatements = [
         """
         CREATE TABLE meta (
@@ -143,7 +174,7 @@ enum AuditSchema {
                 )
             }
             try db.execute(sql: "PRAGMA application_id = \(applicationID)")
-            for sql in createStatements + indexStatements + treeStatements {
+            for sql in createStatements + indexStatements + treeStatements + blobStatements {
                 try db.execute(sql: sql)
             }
             try db.execute(
@@ -171,12 +202,16 @@ enum AuditSchema {
                 try db.execute(sql: sql)
             }
             try migrateToTree(db)
-            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'schema_version'", arguments: ["\(version)"])
+            try migrateToBlobs(db)
             return
         }
         if found == 2 {
             try migrateToTree(db)
-            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'schema_version'", arguments: ["\(version)"])
+            try migrateToBlobs(db)
+            return
+        }
+        if found == 3 {
+            try migrateToBlobs(db)
             return
         }
         guard found == version else {
@@ -186,6 +221,14 @@ enum AuditSchema {
                     + (found > version ? "Upgrade interlock." : "Migration is not supported yet.")
             )
         }
+    }
+
+    /// Version 3 → 4: the blobs table (no entry changes).
+    static func migrateToBlobs(_ db: Database) throws {
+        for sql in blobStatements {
+            try db.execute(sql: sql)
+        }
+        try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'schema_version'", arguments: ["\(version)"])
     }
 
     /// Version 2 → 3: the tree over every existing entry, built in index order (in batches, so a

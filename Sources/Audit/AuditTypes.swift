@@ -74,6 +74,8 @@ public struct AuditQuery: Sendable, Equatable {
     public var user: String?
     /// Exact resource name in the subject.
     public var resource: String?
+    /// Exact session id in the subject.
+    public var session: String?
     /// Exact kind (`session.open`), or every kind under a prefix when it ends with "." (`session.`).
     public var kind: String?
     /// Only entries whose index is greater than this (to poll for new entries).

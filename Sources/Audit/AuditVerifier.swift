@@ -192,6 +192,7 @@ public enum LocalVerifier {
         if let root = signed[newest.size] {
             report.latest = (newest.size, root)
         }
+        try verifyBlobs(db, report: &report)
         report.notes.append("\(range.size - min(range.size, newest.size)) entries after the newest checkpoint")
     }
 

@@ -17,6 +17,8 @@ final class AuditWriter: @unchecked Sendable {
         /// False for entries nobody waits on: they ride along with the next urgent commit, or are
         /// committed after `deferredDelay` at the latest.
         var urgent: Bool
+        /// A payload the entry references by hash, committed in the entry's transaction.
+        var blob: AuditBlob? = nil
         var completion: @Sendable (Result<AuditRecord, AuditError>) -> Void
     }
 
@@ -106,6 +108,7 @@ final class AuditWriter: @unchecked Sendable {
         kind: String,
         template: EntryTemplate,
         urgent: Bool = true,
+        blob: AuditBlob? = nil,
         completion: @escaping @Sendable (Result<AuditRecord, AuditError>) -> Void
     ) {
         condition.lock()
@@ -118,7 +121,8 @@ final class AuditWriter: @unchecked Sendable {
         // even if the wall clock steps back.
         let micros = max(AuditTime.micros(clock()), lastMicros)
         lastMicros = micros
-        pending.append(Pending(kind: kind, template: template, micros: micros, urgent: urgent, completion: completion))
+        pending.append(
+            Pending(kind: kind, template: template, micros: micros, urgent: urgent, blob: blob, completion: completion))
         if urgent {
             if !pendingUrgent {
                 pendingUrgent = true
@@ -355,6 +359,13 @@ final class AuditWriter: @unchecked Sendable {
                             continue
                         }
                         let body = item.template.render(index: next, micros: item.micros)
+                        if let blob = item.blob {
+                            try db.cachedStatement(
+                                sql: "INSERT OR IGNORE INTO blobs (hash, time_us, size, data) VALUES (?, ?, ?, ?)"
+                            ).execute(arguments: [
+                                Data(blob.hash.bytes), item.micros, blob.data.count, blob.data,
+                            ])
+                        }
                         try insert.execute(arguments: [
                             Int64(next), item.micros, item.kind,
                             item.template.subject.user, item.template.subject.resource, item.template.subject.session,

@@ -38,12 +38,14 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case approvalsWatch = "approvals.watch"
     case approvalsGrants = "approvals.grants"
     case approvalsRevoke = "approvals.revoke"
+    case sessionsList = "sessions.list"
+    case auditBlob = "audit.blob"
 
     /// The least access a peer needs for this command. Approvals need none at the socket: approvers
     /// are whoever the rules name, and the daemon checks each request and decision against them.
     public var requiredAccess: AccessLevel {
         switch self {
-        case .status, .rulesShow, .auditList, .auditPublicKey, .auditExport: .read
+        case .status, .rulesShow, .auditList, .auditPublicKey, .auditExport, .sessionsList, .auditBlob: .read
         case .reload, .uninstall: .admin
         case .approvalsList, .approvalsApprove, .approvalsDeny, .approvalsWatch, .approvalsGrants, .approvalsRevoke:
             .none
@@ -56,10 +58,14 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var audit: AuditQueryArgs?
     public var approval: ApprovalArgs?
     public var export: ExportArgs?
+    /// `audit.blob`: the blob's name (SHA-256, lower-case hex).
+    public var blob: String?
 
     public init(
-        command: ControlCommand, audit: AuditQueryArgs? = nil, approval: ApprovalArgs? = nil, export: ExportArgs? = nil
+        command: ControlCommand, audit: AuditQueryArgs? = nil, approval: ApprovalArgs? = nil, export: ExportArgs? = nil,
+        blob: String? = nil
     ) {
+        self.blob = blob
         self.command = command
         self.audit = audit
         self.approval = approval
@@ -352,6 +358,8 @@ public struct AuditQueryArgs: Codable, Sendable, Equatable {
     public var until: String?
     public var user: String?
     public var resource: String?
+    /// One session's entries (its id).
+    public var session: String?
     public var kind: String?
     /// Only entries with an index greater than this (for following the log).
     public var afterIndex: UInt64?
@@ -360,8 +368,9 @@ public struct AuditQueryArgs: Codable, Sendable, Equatable {
 
     public init(
         since: String? = nil, until: String? = nil, user: String? = nil, resource: String? = nil,
-        kind: String? = nil, afterIndex: UInt64? = nil, limit: Int? = nil
+        kind: String? = nil, afterIndex: UInt64? = nil, limit: Int? = nil, session: String? = nil
     ) {
+        self.session = session
         self.since = since
         self.until = until
         self.user = user
@@ -372,7 +381,7 @@ public struct AuditQueryArgs: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case since, until, user, resource, kind, limit
+        case since, until, user, resource, session, kind, limit
         case afterIndex = "after_index"
     }
 }
@@ -409,6 +418,10 @@ public struct ControlResponse: Codable, Sendable {
     public var sequence: UInt64?
     /// `audit.export`: one page.
     public var export: ExportPage?
+    /// `sessions.list`: newest last.
+    public var sessions: [SessionSummary]?
+    /// `audit.blob`: the blob's bytes, base64.
+    public var blob: String?
 
     public init(
         ok: Bool, error: ControlFailure? = nil, status: StatusReport? = nil, rules: RulesReport? = nil,
@@ -431,6 +444,48 @@ public struct ControlResponse: Codable, Sendable {
 
     public static func failure(_ code: String, _ message: String) -> ControlResponse {
         ControlResponse(ok: false, error: ControlFailure(code: code, message: message))
+    }
+}
+
+/// `sessions.list`: one session as its `session.open`, `session.close` and `session.recording`
+/// entries describe it.
+public struct SessionSummary: Codable, Sendable, Equatable {
+    public var id: String
+    public var user: String?
+    public var resource: String?
+    public var `protocol`: String?
+    public var unit: String?
+    public var destination: String?
+    public var decision: String?
+    public var opened: String?
+    public var closed: String?
+    public var durationMs: Int64?
+    public var reason: String?
+    public var bytesUp: UInt64?
+    public var bytesDown: UInt64?
+    /// Chunks of its recording, their bytes, and whether the last one (the session ended) is there.
+    public var recordingChunks: Int
+    public var recordingBytes: UInt64
+    public var recordingComplete: Bool
+    /// Bytes past `audit.recording_limit` that were not recorded.
+    public var recordingDropped: UInt64?
+
+    public init(id: String) {
+        self.id = id
+        self.recordingChunks = 0
+        self.recordingBytes = 0
+        self.recordingComplete = false
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, user, resource, `protocol`, unit, destination, decision, opened, closed, reason
+        case durationMs = "duration_ms"
+        case bytesUp = "bytes_up"
+        case bytesDown = "bytes_down"
+        case recordingChunks = "recording_chunks"
+        case recordingBytes = "recording_bytes"
+        case recordingComplete = "recording_complete"
+        case recordingDropped = "recording_dropped"
     }
 }
 

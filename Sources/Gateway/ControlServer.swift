@@ -120,6 +120,10 @@ public final class ControlService: Sendable {
         case .approvalsList, .approvalsApprove, .approvalsDeny, .approvalsWatch, .approvalsGrants, .approvalsRevoke:
             guard let approvals else { return .failure("internal", "no gateway runs in this process") }
             return handleApprovals(request, from: peer, approvals)
+        case .sessionsList:
+            return sessionsList(request.audit ?? AuditQueryArgs())
+        case .auditBlob:
+            return auditBlob(request.blob ?? "")
         }
     }
 
@@ -248,6 +252,7 @@ public final class ControlService: Sendable {
         }
         q.user = args.user
         q.resource = args.resource
+        q.session = args.session
         q.kind = args.kind
         return .success(q)
     }
@@ -346,9 +351,11 @@ public final class ControlService: Sendable {
         var count = 0
         var first: UInt64?
         var last: UInt64?
+        var blobs: [String] = []
         while true {
             let records = try runtime.audit.query(q)
             for r in records {
+                if let blob = Self.blobReference(r) { blobs.append(blob) }
                 hasher.update(data: r.body)
                 hasher.update(data: [0x0A])
                 first = first ?? r.index
@@ -361,18 +368,20 @@ public final class ControlService: Sendable {
         var query: [String: String] = [:]
         for (k, v) in [
             ("since", args.since), ("until", args.until), ("user", args.user), ("resource", args.resource),
-            ("kind", args.kind),
+            ("session", args.session), ("kind", args.kind),
         ] {
             if let v { query[k] = v }
         }
+        let present = try runtime.audit.blobsPresent(Array(Set(blobs)))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let manifest = AuditBundle.Manifest(
             origin: runtime.audit.origin, checkpointSize: checkpoint.size,
             query: String(decoding: try encoder.encode(query), as: UTF8.self),
-            filtered: args.user != nil || args.resource != nil || args.kind != nil, entries: count, firstIndex: first,
-            lastIndex: last, digest: hasher.finalize().map { String(format: "%02x", $0) }.joined(),
-            time: AuditLog.formatTime(Date()))
+            filtered: args.user != nil || args.resource != nil || args.session != nil || args.kind != nil,
+            entries: count, firstIndex: first, lastIndex: last,
+            digest: hasher.finalize().map { String(format: "%02x", $0) }.joined(), time: AuditLog.formatTime(Date()),
+            blobs: present.count, blobsPruned: Set(blobs).count - present.count)
         return ControlResponse(ok: true, message: try runtime.audit.signNote(manifest.text))
     }
 

@@ -122,11 +122,25 @@ public struct AuditSettings: Sendable, Equatable {
     /// `audit.retention.entries`: entry bodies older than this are pruned (their leaf hashes,
     /// the tree and the checkpoints stay); nil: kept forever.
     public var retentionEntries: Duration?
-    /// `audit.retention.recordings`: how long session recordings are kept (recordings are not
-    /// written yet; the setting is accepted so policies can state it).
+    /// `audit.retention.recordings`: recordings (their blobs) older than this are removed; the
+    /// entries that named them stay. nil: kept as long as the entries.
     public var retentionRecordings: Duration?
+    /// `audit.recording`: whether sessions are recorded (the exchange as the client saw it, masked).
+    /// Defaults to `full`, or `off` under `statement_text: redacted` (a recording holds statements
+    /// and parameters as sent).
+    public var recording: RecordingSetting = .full
+    /// `audit.recording_limit`: the most one session's recording keeps; past it the recording stops
+    /// (and says how much it dropped) while the session and its statement evidence go on.
+    public var recordingLimit: Int = 64 << 20
 
     public init() {}
+}
+
+/// `audit.recording`.
+public enum RecordingSetting: String, Sendable, Equatable, CaseIterable {
+    /// Every frame the client sent and every frame it received (after masking), with timings.
+    case full
+    case off
 }
 
 /// `audit.statement_text`: whether statement entries keep the text as sent or with its literals

@@ -256,7 +256,9 @@ struct Walker {
     func audit(_ node: Node) throws(ConfigError) -> AuditSettings {
         let m = try mapping(
             node, key: "audit",
-            allowed: ["database", "durability", "statement_text", "signing_key", "retention"])
+            allowed: [
+                "database", "durability", "statement_text", "signing_key", "retention", "recording", "recording_limit",
+            ])
         var a = AuditSettings()
         if let n = m["database"] {
             a.database = try string(n, "audit.database")
@@ -276,7 +278,27 @@ struct Walker {
                 }
                 a.retentionEntries = d
             }
-            if let e = r["recordings"] { a.retentionRecordings = try duration(e, "audit.retention.recordings") }
+            if let e = r["recordings"] {
+                let d = try duration(e, "audit.retention.recordings")
+                guard d >= .seconds(3_600) else {
+                    throw fail(e, "audit.retention.recordings", "at least 1h")
+                }
+                a.retentionRecordings = d
+            }
+        }
+        if let n = m["recording"] {
+            a.recording = try choice(n, "audit.recording", RecordingSetting.self)
+            if a.recording == .full && a.statementText == .redacted {
+                throw fail(
+                    n, "audit.recording",
+                    "full recordings keep statements and parameters as sent, which statement_text: redacted "
+                        + "keeps out of the evidence; use recording: off")
+            }
+        } else if a.statementText == .redacted {
+            a.recording = .off
+        }
+        if let n = m["recording_limit"] {
+            a.recordingLimit = try size(n, "audit.recording_limit", (1 << 20)...(1 << 34))
         }
         return a
     }

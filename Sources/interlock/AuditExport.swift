@@ -25,16 +25,23 @@ extension AuditCommand {
         @Option(help: "Only entries before this time.") var until: String?
         @Option(help: "Only entries of this user name.") var user: String?
         @Option(help: "Only entries of this resource.") var resource: String?
+        @Option(help: "Only entries of this session (its id, from `interlock sessions list`).") var session: String?
         @Option(help: "Only entries of this kind (`approval.` for a prefix).") var kind: String?
         @Option(help: "A checkpoint you kept from an earlier export: the bundle proves it is consistent.")
         var trustedCheckpoint: String?
 
         func run() throws {
             let trusted = try trustedCheckpoint.map { try String(contentsOfFile: $0, encoding: .utf8) }
-            let args = AuditQueryArgs(since: since, until: until, user: user, resource: resource, kind: kind)
+            let args = AuditQueryArgs(
+                since: since, until: until, user: user, resource: resource, kind: kind, session: session)
             let export = try exportBundle(socket: socket, query: args, trustedCheckpoint: trusted, to: out)
+            let blobs =
+                export.blobs > 0 || export.blobsPruned > 0
+                ? ", \(export.blobs) recording chunk(s)"
+                    + (export.blobsPruned > 0 ? " (\(export.blobsPruned) removed by retention)" : "")
+                : ""
             print(
-                "wrote \(export.count) entries (\(export.firstIndex.map(String.init) ?? "-")…\(export.lastIndex.map(String.init) ?? "-")) "
+                "wrote \(export.count) entries\(blobs) (\(export.firstIndex.map(String.init) ?? "-")…\(export.lastIndex.map(String.init) ?? "-")) "
                     + "proven against checkpoint \(export.checkpointSize) of \(export.origin) to \(out)")
         }
     }
@@ -48,6 +55,8 @@ extension AuditCommand {
         var checkpointSize: UInt64
         /// The signed note every entry is proven against.
         var checkpoint: String
+        var blobs = 0
+        var blobsPruned = 0
     }
 
     /// Pages the entries `query` selects out of the daemon into a new bundle at `directory`, all
@@ -67,6 +76,7 @@ extension AuditCommand {
         var after: UInt64?
         var firstIndex: UInt64?
         var lastIndex: UInt64?
+        var blobs: [String] = []
         repeat {
             let request = ControlRequest(
                 command: .auditExport, audit: args,
@@ -75,12 +85,35 @@ extension AuditCommand {
             if first == nil { first = page }
             for e in page.entries {
                 try bundle.append(index: e.index, leafHash: e.leafHash, proof: e.proof, entry: Array(e.entry.utf8))
+                if case .object(let m)? = try? CanonicalJSON.decode(Array(e.entry.utf8)),
+                    case .string(let h)? = m["blob"]
+                {
+                    blobs.append(h)
+                }
                 firstIndex = firstIndex ?? e.index
                 lastIndex = e.index
             }
             after = page.next
         } while after != nil
         guard let first else { throw CLIError("empty answer") }
+        var written: Set<String> = []
+        var pruned: Set<String> = []
+        for hash in blobs where !written.contains(hash) && !pruned.contains(hash) {
+            let answer = try socket.answer(ControlRequest(command: .auditBlob, blob: hash))
+            if answer.error?.code == "not_found" {
+                pruned.insert(hash)
+                continue
+            }
+            guard answer.ok, let text = answer.blob, let data = Data(base64Encoded: text) else {
+                throw CLIError(answer.error?.message ?? "the daemon sent no blob \(hash)")
+            }
+            do {
+                try bundle.addBlob(hash: hash, data: data)
+            } catch {
+                throw CLIError("\(error)")
+            }
+            written.insert(hash)
+        }
         let sealed = try socket.send(
             ControlRequest(
                 command: .auditExport, audit: args, export: ExportArgs(size: first.checkpointSize, seal: true)))
@@ -93,7 +126,8 @@ extension AuditCommand {
             verifierKey: first.verifierKey, manifest: manifest)
         return ExportedBundle(
             count: bundle.count, firstIndex: firstIndex, lastIndex: lastIndex, origin: first.origin,
-            checkpointSize: first.checkpointSize, checkpoint: first.checkpoint)
+            checkpointSize: first.checkpointSize, checkpoint: first.checkpoint, blobs: written.count,
+            blobsPruned: pruned.count)
     }
 
     struct Verify: ParsableCommand {

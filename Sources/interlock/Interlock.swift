@@ -34,16 +34,20 @@ struct SocketOption: ParsableArguments {
     }
 
     func send(_ request: ControlRequest) throws -> ControlResponse {
-        let response: ControlResponse
-        do {
-            response = try ControlClient(path: path).send(request)
-        } catch {
-            throw CLIError(error.message)
-        }
+        let response = try answer(request)
         if !response.ok, let e = response.error {
             throw CLIError(e.message)
         }
         return response
+    }
+
+    /// The daemon's answer, a refusal included (for callers that act on its code).
+    func answer(_ request: ControlRequest) throws -> ControlResponse {
+        do {
+            return try ControlClient(path: path).send(request)
+        } catch {
+            throw CLIError(error.message)
+        }
     }
 }
 
@@ -64,7 +68,8 @@ struct Interlock: ParsableCommand {
         commandName: "interlock",
         abstract: "Operate, inspect and audit interlockd.",
         subcommands: [
-            Status.self, Rules.self, AuditCommand.self, ApprovalsCommand.self, Reload.self, PolicyCommand.self,
+            Status.self, Rules.self, AuditCommand.self, SessionsCommand.self, ApprovalsCommand.self, Reload.self,
+            PolicyCommand.self,
             TLSCommand.self,
             Uninstall.self,
         ])
@@ -129,13 +134,14 @@ struct AuditCommand: ParsableCommand {
         @Option(help: "Only entries before this time.") var until: String?
         @Option(help: "Only entries of this user name.") var user: String?
         @Option(help: "Only entries of this resource.") var resource: String?
+        @Option(help: "Only entries of this session (its id).") var session: String?
         @Option(help: "Only entries of this kind (`session.` for a prefix).") var kind: String?
         @Option(help: "At most this many (the newest).") var limit: Int?
         @Flag(help: "One canonical JSON entry per line.") var json = false
 
         func run() throws {
             let args = AuditQueryArgs(
-                since: since, until: until, user: user, resource: resource, kind: kind, limit: limit)
+                since: since, until: until, user: user, resource: resource, kind: kind, limit: limit, session: session)
             let entries = try socket.send(ControlRequest(command: .auditList, audit: args)).entries ?? []
             for e in entries {
                 print(json ? e : EntryFormatter.line(e))

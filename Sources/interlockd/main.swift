@@ -173,20 +173,33 @@ let gateway = Gateway(
     inspector: KernelInspector(sockDiag: sockDiag, conntrack: conntrack, resolver: IdentityResolver()), group: group,
     logger: logger)
 gateway.recordApprovalsLostAtRestart()
-// Retention: prune entry bodies past `audit.retention.entries` at start and every hour, on a
-// thread of its own (a prune waits for its entry and checkpoint to commit).
-if let keep = settings.audit.retentionEntries {
-    let seconds = Double(keep.components.seconds)
-    let policyText = "entries: \(Int(seconds / 86_400))d"
+// Retention: prune entry bodies past `audit.retention.entries`, and recordings past
+// `audit.retention.recordings`, at start and every hour, on a thread of its own (a prune waits for
+// its entry and checkpoint to commit).
+let retention: [(what: String, keep: Duration)] = [
+    settings.audit.retentionEntries.map { ("entries", $0) },
+    settings.audit.retentionRecordings.map { ("recordings", $0) },
+].compactMap { $0 }
+if !retention.isEmpty {
     let pruneQueue = DispatchQueue(label: "interlock.retention")
     _ = group.next().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .hours(1)) { _ in
         pruneQueue.async {
-            do {
-                _ = try audit.prune(before: Date().addingTimeInterval(-seconds), policy: policyText)
-            } catch {
-                logger.error(
-                    "retention: the prune failed; nothing was removed after the failure",
-                    metadata: ["error": "\(error)"])
+            for r in retention {
+                let seconds = Double(r.keep.components.seconds)
+                let policyText =
+                    seconds >= 86_400 ? "\(r.what): \(Int(seconds / 86_400))d" : "\(r.what): \(Int(seconds / 3_600))h"
+                do {
+                    let cutoff = Date().addingTimeInterval(-seconds)
+                    if r.what == "entries" {
+                        _ = try audit.prune(before: cutoff, policy: policyText)
+                    } else {
+                        _ = try audit.pruneRecordings(before: cutoff, policy: policyText)
+                    }
+                } catch {
+                    logger.error(
+                        "retention: the \(r.what) prune failed; nothing was removed after the failure",
+                        metadata: ["error": "\(error)"])
+                }
             }
         }
     }

@@ -71,6 +71,8 @@ final class PostgresProxy {
     private var idle: IdleWatch?
     /// HMAC keys of approval webhooks, by rule (from the policy this session started under).
     private let webhookSecrets: [String: [UInt8]]
+    /// The session's recording (`audit.recording: full`), fed every frame the client sends and gets.
+    private let recorder: SessionRecorder?
 
     /// The statement held for approval: the machine's id for it, its statements, and the request once
     /// the approval center made one; `cancelled` when a cancel came before that.
@@ -129,6 +131,12 @@ final class PostgresProxy {
             statementText: policy.config.audit.statementText == .redacted ? .redactLiterals : .full,
             columnResolver: catalog ?? InMemoryColumnResolver())
         self.machine = Machine(configuration: configuration)
+        self.recorder =
+            policy.config.audit.recording == .full
+            ? SessionRecorder(
+                log: gateway.runtime.audit, subject: subject, session: session, protocol: "postgres",
+                limit: policy.config.audit.recordingLimit, eventLoop: eventLoop)
+            : nil
         self.clientDecoder = NIOSingleStepByteToMessageProcessor(
             PostgresFrontendMessageDecoder(limits: limits), maximumBufferSize: size + 16)
         self.serverDecoder = NIOSingleStepByteToMessageProcessor(
@@ -157,6 +165,7 @@ final class PostgresProxy {
         session.bytesUp &+= UInt64(buffer.readableBytes)
         do {
             try clientDecoder.process(buffer: buffer) { message in
+                if let recorder = self.recorder { PostgresRecording.fromClient(message, into: recorder) }
                 self.machine.clientMessage(message, into: &self.actions)
                 self.run()
             }
@@ -289,6 +298,7 @@ final class PostgresProxy {
         switch action {
         case .sendToClient(let bytes):
             guard let client, clientOpen else { return }
+            if let recorder { PostgresRecording.toClient(bytes, into: recorder) }
             client.write(NIOAny(bytes), promise: nil)
             clientNeedsFlush = true
         case .sendToServer(let bytes):
@@ -801,6 +811,7 @@ final class PostgresProxy {
         closing = true
         var buffer = client.channel.allocator.buffer(capacity: 128)
         PostgresBackendMessage.errorResponse(fields).encode(into: &buffer)
+        if let recorder { PostgresRecording.toClient(buffer, into: recorder) }
         let channel = client.channel
         client.writeAndFlush(NIOAny(buffer)).whenComplete { _ in
             channel.close(promise: nil)
@@ -840,6 +851,7 @@ final class PostgresProxy {
             gateway.cancels.unregister(key, session: session.id)
             cancelKey = nil
         }
+        recorder?.finish()
         session.end()
     }
 
