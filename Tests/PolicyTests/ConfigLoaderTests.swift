@@ -41,6 +41,31 @@ import Testing
         #expect(c.resources[3].target == .host("db.internal.example", .any))
     }
 
+    @Test func recordingsAreOnByDefaultOffUnderRedactedTextAndTheirLimitsParse() throws {
+        let defaults = try ConfigLoader.parse("", path: "p.yaml").audit
+        #expect(
+            defaults.recording == .full && defaults.recordingLimit == 64 << 20 && defaults.retentionRecordings == nil)
+        let set = try ConfigLoader.parse(
+            "audit: { recording: full, recording_limit: 8MiB, retention: { recordings: 90d } }", path: "p.yaml"
+        ).audit
+        #expect(
+            set.recording == .full && set.recordingLimit == 8 << 20 && set.retentionRecordings == .seconds(90 * 86_400))
+        #expect(try ConfigLoader.parse("audit: { statement_text: redacted }", path: "p.yaml").audit.recording == .off)
+        for (yaml, words) in [
+            ("audit:\n  statement_text: redacted\n  recording: full\n", "recording: off"),
+            ("audit:\n  recording: some\n", "full | off"),
+            ("audit:\n  recording_limit: 10KiB\n", "audit.recording_limit"),
+            ("audit:\n  retention: { recordings: 10m }\n", "at least 1h"),
+        ] {
+            #expect(throws: ConfigError.self) { try ConfigLoader.parse(yaml, path: "p.yaml") }
+            do {
+                _ = try ConfigLoader.parse(yaml, path: "p.yaml")
+            } catch {
+                #expect("\(error)".contains(words), "\(error)")
+            }
+        }
+    }
+
     @Test func emptyFileIsTheDefaults() throws {
         let c = try ConfigLoader.parse("", path: "p.yaml")
         #expect(c.daemon == DaemonSettings())
