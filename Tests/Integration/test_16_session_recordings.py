@@ -8,8 +8,10 @@ nothing."""
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import struct
+import subprocess
 import time
 
 from harness import APP_PASSWORD, APP_USER, REMOTE4, bin_path
@@ -219,3 +221,36 @@ def test_recording_off_records_no_recording(world, make_daemon):
     [close] = of_kind(entries, "session.close")
     p = d.cli("sessions", "replay", close["session"], check=False)
     assert p.returncode != 0 and "no recording" in p.stderr
+
+
+def test_a_kill_9_loses_at_most_the_chunk_being_filled_and_the_log_still_verifies(world, make_daemon):
+    d = start(make_daemon)
+    before = d.last_index()
+    client = world.as_user_cmd("svc-ci", ["psql", "-X", "-At", "-h", REMOTE4, "-d", "orders", "-U", "postgres"])
+    proc = subprocess.Popen(client, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PGCONNECT_TIMEOUT": "5"})
+    try:
+        for i in range(5):
+            proc.stdin.write(f"SELECT 'chunk-{i}';\n")
+            proc.stdin.flush()
+            time.sleep(0.4)
+        # The chunks of the first seconds are committed (one a second); then the daemon dies.
+        d.wait_entries(lambda es: of_kind(es, "session.recording"), after=before, what="a first chunk")
+        os.kill(d.pid, signal.SIGKILL)
+        d.proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    d.start()
+    entries = d.audit(before)
+    chunks = of_kind(entries, "session.recording")
+    assert chunks and not any(c["final"] for c in chunks), chunks
+    session = chunks[0]["session"]
+    [listed] = [s for s in (json.loads(line) for line in d.cli("sessions", "list", "--json").stdout.splitlines())
+                if s["id"] == session]
+    assert not listed["recording_complete"]
+    out = d.cli("sessions", "replay", session).stdout
+    assert "chunk-0" in out and "the recording continues" in out, out
+    p = world.in_host([str(bin_path("interlock")), "audit", "verify", "--local", "--database", str(d.dir / "audit.db"),
+                       "--key", str(d.dir / "checkpoint.pub")], timeout=120)
+    assert p.returncode == 0 and "PASS" in p.stdout and "blob(s) checked" in p.stdout, p.stdout + p.stderr
