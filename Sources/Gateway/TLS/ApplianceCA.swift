@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NIOCore
 import NIOSSL
 import Policy
 import SwiftASN1
@@ -53,6 +54,12 @@ public enum CertificateName: Sendable, Hashable, CustomStringConvertible {
 ///
 /// Thread-safe: the CA is immutable and the cache of TLS contexts sits behind a `Mutex`.
 public final class ApplianceCA: Sendable {
+    /// How long closing a TLS connection waits for the peer's close_notify (NIOSSL's default is 5
+    /// s). A live peer answers within a round trip; one that already closed its TCP connection (a
+    /// PostgreSQL server after Terminate) never does, and the session's end (its `session.close`,
+    /// its slot) waited the whole 5 s for it.
+    static let tlsShutdownTimeout = TimeAmount.milliseconds(250)
+
     /// Ten years: the CA outlives the appliance's likely service life; rotation is a command.
     public static let defaultValidity: Duration = .seconds(10 * 365 * 86_400)
     /// One year, or less when the CA expires sooner; leaves are renewed half-way through.
@@ -244,6 +251,7 @@ public final class ApplianceCA: Sendable {
             certificateChain: issued.chain.map { .certificate($0) }, privateKey: .privateKey(issued.privateKey))
         configuration.minimumTLSVersion = .tlsv12
         configuration.applicationProtocols = ["postgresql"]
+        configuration.shutdownTimeout = Self.tlsShutdownTimeout
         let context: NIOSSLContext
         do {
             context = try NIOSSLContext(configuration: configuration)

@@ -56,6 +56,7 @@ public final class UpstreamTLSContexts: Sendable {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
         configuration.applicationProtocols = ["postgresql"]
+        configuration.shutdownTimeout = ApplianceCA.tlsShutdownTimeout
         switch mode {
         case .disable:
             return nil
