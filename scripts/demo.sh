@@ -269,6 +269,23 @@ show_cli audit list --user svc-ci --kind approval.executed
 pause
 
 # --------------------------------------------------------------------------------------------------
+say "The auditor replays svc-ci's held session as its psql saw it: the notice, the wait, the result"
+held_session=$(cli audit list --user svc-ci --kind approval.requested --json --limit 1 |
+    sed -n 's/.*"session":"\([0-9a-f]*\)".*/\1/p')
+[ -n "$held_session" ] || { echo "demo: no session for the held statement" >&2; exit 1; }
+for _ in $(seq 1 20); do
+    cli sessions list --user svc-ci --json 2>/dev/null | grep "\"$held_session\"" | grep -q '"recording_complete":true' && break
+    sleep 0.25
+done
+printf '%s    $ interlock sessions list --user svc-ci    (as audra)%s\n' "$G" "$R"
+as_user audra - "$BIN_DIR/interlock" sessions list --user svc-ci --socket "$SOCK" 2>&1 | sed 's/^/    /'
+printf '%s    $ interlock sessions replay %s    (as audra)%s\n' "$G" "$held_session" "$R"
+as_user audra - "$BIN_DIR/interlock" sessions replay "$held_session" --socket "$SOCK" >"$DEMO_DIR/replay.out" 2>&1 || true
+sed 's/^/    /' "$DEMO_DIR/replay.out"
+grep -q "NOTICE" "$DEMO_DIR/replay.out" && grep -q "DELETE 1" "$DEMO_DIR/replay.out" ||
+    { echo "demo: the replay does not show the notice and the result" >&2; exit 1; }
+pause
+
 say "An auditor (audra, in interlock-auditors, not root) exports the evidence and verifies it offline"
 mkdir -p "$DEMO_DIR/auditor"
 chown audra "$DEMO_DIR/auditor"
