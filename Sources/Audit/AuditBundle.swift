@@ -13,7 +13,13 @@ import Foundation
 /// entries.csv          the same entries for spreadsheets: index, leaf hash, time, kind, user, ...
 /// public.key           the verifier key the daemon says it signs with (verify with your own copy)
 /// blobs/<sha256>       payloads entries reference by hash (session recordings' chunks)
+/// chain.jsonl          the genesis and every `log.key_rotated` entry, whatever the query selected
+/// chain-proofs.jsonl   their inclusion proofs in the newest checkpoint's tree
 /// ```
+///
+/// A log that rotated its key also has, in checkpoints/, each rotation's hand-over checkpoint (of
+/// exactly the rotation entry's size, signed by the old key) with a consistency proof to the
+/// newest. Bundles without chain files (written before rotation existed) verify with one key.
 public enum AuditBundle {
     public static let format = "interlock-bundle/1"
 
@@ -34,6 +40,14 @@ public enum AuditBundle {
         /// SHA-256 (hex) of entries.jsonl: every entry's canonical JSON followed by a newline.
         public var digest: String
         public var time: String
+        /// The root (hex) of the checkpoint the entries are proven against. With it the manifest,
+        /// signed by the key in force at export, is itself a signed tree head: right after a
+        /// rotation the newest checkpoint is still the old key's, and this binds it to the new key.
+        /// Nil in bundles written before it existed.
+        public var root: String?
+        /// How many entries chain.jsonl holds, so a bundle cannot lose its key chain unnoticed. Nil
+        /// in bundles written before it existed.
+        public var chainEntries: Int?
         /// Blobs the entries reference that the bundle holds, and those retention had removed
         /// (nil in bundles written before blobs existed).
         public var blobs: Int?
@@ -41,8 +55,11 @@ public enum AuditBundle {
 
         public init(
             origin: String, checkpointSize: UInt64, query: String, filtered: Bool, entries: Int, firstIndex: UInt64?,
-            lastIndex: UInt64?, digest: String, time: String, blobs: Int? = nil, blobsPruned: Int? = nil
+            lastIndex: UInt64?, digest: String, time: String, blobs: Int? = nil, blobsPruned: Int? = nil,
+            root: String? = nil, chainEntries: Int? = nil
         ) {
+            self.root = root
+            self.chainEntries = chainEntries
             self.blobs = blobs
             self.blobsPruned = blobsPruned
             self.origin = origin
@@ -64,6 +81,7 @@ public enum AuditBundle {
                 "last \(lastIndex.map(String.init) ?? "-")", "sha256 \(digest)", "time \(time)",
             ].joined(separator: "\n") + "\n"
                 + (blobs.map { "blobs \($0)\nblobs_pruned \(blobsPruned ?? 0)\n" } ?? "")
+                + (root.map { "root \($0)\n" } ?? "") + (chainEntries.map { "chain \($0)\n" } ?? "")
         }
 
         public static func parse(_ text: String) throws -> Manifest {
@@ -102,7 +120,12 @@ public enum AuditBundle {
             return Manifest(
                 origin: try field("origin"), checkpointSize: size, query: try field("query"), filtered: filtered,
                 entries: count, firstIndex: try index("first"), lastIndex: try index("last"),
-                digest: try field("sha256"), time: try field("time"), blobs: blobs, blobsPruned: pruned)
+                digest: try field("sha256"), time: try field("time"), blobs: blobs, blobsPruned: pruned,
+                root: fields["root"],
+                chainEntries: try fields["chain"].map {
+                    guard let n = Int($0) else { throw NoteError("manifest chain is not a number") }
+                    return n
+                })
         }
     }
 
@@ -205,6 +228,8 @@ extension AuditBundle {
         private var entries = Data()
         private var proofs = Data()
         private var csv = Data((AuditBundle.csvHeader + "\n").utf8)
+        private var chain = Data()
+        private var chainProofs = Data()
         private let encoder: JSONEncoder
         public private(set) var count = 0
 
@@ -240,6 +265,14 @@ extension AuditBundle {
             count += 1
         }
 
+        /// A genesis or rotation entry for chain.jsonl (carried whatever the query selected).
+        public mutating func appendChain(index: UInt64, leafHash: String, proof: [String], entry: [UInt8]) throws {
+            chain.append(contentsOf: entry)
+            chain.append(0x0A)
+            chainProofs.append(try encoder.encode(Proof(index: index, leafHash: leafHash, proof: proof)))
+            chainProofs.append(0x0A)
+        }
+
         /// Writes every file. `olderCheckpoints` are signed notes; `manifest` the signed manifest.
         public func finish(
             checkpoint: String, olderCheckpoints: [String], consistency: [Consistency], verifierKey: String,
@@ -252,6 +285,10 @@ extension AuditBundle {
             try write(proofs, "proofs.jsonl")
             try write(csv, "entries.csv")
             try write(Data(checkpoint.utf8), "checkpoint")
+            if !chain.isEmpty {
+                try write(chain, "chain.jsonl")
+                try write(chainProofs, "chain-proofs.jsonl")
+            }
             for note in olderCheckpoints {
                 let size = (try? Checkpoint.parse(SignedNote.parse(note).text).size).map { String($0) } ?? "unknown"
                 try write(Data(note.utf8), "checkpoints/\(size).note")
@@ -266,6 +303,11 @@ extension AuditBundle {
 /// Verifies a bundle offline: signatures, every inclusion proof, consistency with the older
 /// checkpoints it holds and with one the auditor trusts, blob hashes, and the sanity of what the
 /// entries say happened.
+///
+/// `verifier` may be any key of the log's chain. The chain's entries are proven against the newest
+/// checkpoint's tree before any key is taken from them, and then every checkpoint must be signed by
+/// the key in force for its size; the trusted key's own checkpoint (a hand-over, or the newest) is
+/// what makes the rest follow (see ``AuditKeyChain``).
 public enum BundleVerifier {
     public static func verify(
         directory: String, verifier: NoteVerifier, trustedCheckpoint: String? = nil
@@ -274,36 +316,51 @@ public enum BundleVerifier {
         let dir = URL(fileURLWithPath: directory)
         func read(_ name: String) -> Data? { try? Data(contentsOf: dir.appendingPathComponent(name)) }
 
-        let manifest: AuditBundle.Manifest
-        do {
-            guard let data = read("manifest"), let note = String(data: data, encoding: .utf8) else {
-                throw NoteError("the manifest file is missing")
-            }
-            manifest = try AuditBundle.Manifest.parse(try verifier.verify(note))
-        } catch {
-            report.fail("the manifest does not verify with \(verifier.name): \(error)")
-            return report
-        }
-        if read("public.key") != Data((verifier.encodedKey + "\n").utf8) {
-            report.fail("public.key is not the key you verify with: the bundle names another signer")
-        }
-        // The newest checkpoint.
+        // The newest checkpoint, parsed before its signature is checked: which key must have signed
+        // it is learned from the chain its tree proves.
         guard let noteData = read("checkpoint"), let note = String(data: noteData, encoding: .utf8) else {
             report.fail("the checkpoint file is missing")
             return report
         }
         let latest: Checkpoint
         do {
-            latest = try Checkpoint.parse(try verifier.verify(note))
+            latest = try Checkpoint.parse(try SignedNote.parse(note).text)
         } catch {
-            report.fail(
-                checkpoint: manifest.checkpointSize, "the checkpoint does not verify with \(verifier.name): \(error)")
+            report.fail("the checkpoint is unreadable: \(error)")
             return report
         }
         guard let root = MerkleHash(bytes: latest.rootHash) else {
             report.fail(checkpoint: latest.size, "the checkpoint's root is not 32 bytes")
             return report
         }
+        var checker = InclusionChecker(size: latest.size, root: root)
+        guard let chain = keyChain(read, verifier: verifier, origin: latest.origin, checker: &checker, report: &report)
+        else { return report }
+
+        let manifest: AuditBundle.Manifest
+        do {
+            guard let data = read("manifest"), let note = String(data: data, encoding: .utf8) else {
+                throw NoteError("the manifest file is missing")
+            }
+            manifest = try AuditBundle.Manifest.parse(try NoteVerifier(verifierKey: chain.currentKey).verify(note))
+        } catch {
+            report.fail("the manifest does not verify with the log's current key \(chain.currentKey): \(error)")
+            return report
+        }
+        if read("public.key") != Data((chain.currentKey + "\n").utf8) {
+            report.fail("public.key is not the log's current key: the bundle names another signer")
+        }
+        if case .refused(let problem) = chain.checkSignature(note, size: latest.size) {
+            report.fail(checkpoint: latest.size, "the checkpoint " + problem)
+            return report
+        }
+        if let claimed = manifest.root, claimed != root.hex {
+            report.fail(checkpoint: latest.size, "the manifest names root \(claimed), not the checkpoint's")
+        }
+        if let count = manifest.chainEntries, count != lines(read("chain.jsonl")).count {
+            report.fail("chain.jsonl does not hold the \(count) genesis and rotation entries the manifest names")
+        }
+        var verifiedSizes: Set<UInt64> = [latest.size]
         if latest.origin != manifest.origin {
             report.fail(
                 checkpoint: latest.size,
@@ -369,27 +426,40 @@ public enum BundleVerifier {
         let older =
             (try? FileManager.default.contentsOfDirectory(atPath: dir.appendingPathComponent("checkpoints").path))?
             .sorted() ?? []
+        /// A checkpoint signed by the key in force for its size, or nil (and a failure).
+        func signed(_ text: String, what: String) -> Checkpoint? {
+            guard let checkpoint = try? Checkpoint.parse(try SignedNote.parse(text).text) else {
+                report.fail("\(what) is not a signed checkpoint")
+                return nil
+            }
+            switch chain.checkSignature(text, size: checkpoint.size) {
+            case .verified:
+                return checkpoint
+            case .refused(let problem):
+                report.fail(checkpoint: checkpoint.size, "\(what) " + problem)
+            }
+            return nil
+        }
         for name in older {
             guard let data = read("checkpoints/" + name), let text = String(data: data, encoding: .utf8) else {
                 report.fail("checkpoints/\(name) is unreadable")
                 continue
             }
-            do {
-                let checkpoint = try Checkpoint.parse(try verifier.verify(text))
+            if let checkpoint = signed(text, what: "checkpoints/\(name)") {
                 report.checkpoints += 1
+                let before = report.failures.count
                 consistent(checkpoint, what: "checkpoint \(checkpoint.size)")
-            } catch {
-                report.fail("checkpoints/\(name) does not verify with \(verifier.name): \(error)")
+                if report.failures.count == before { verifiedSizes.insert(checkpoint.size) }
             }
         }
-        if let trustedCheckpoint {
-            do {
-                let trusted = try Checkpoint.parse(try verifier.verify(trustedCheckpoint))
-                consistent(trusted, what: "the trusted checkpoint \(trusted.size)")
-            } catch {
-                report.fail("the trusted checkpoint does not verify with \(verifier.name): \(error)")
-            }
+        if let trustedCheckpoint, let trusted = signed(trustedCheckpoint, what: "the trusted checkpoint") {
+            consistent(trusted, what: "the trusted checkpoint \(trusted.size)")
         }
+        // A manifest naming the root is the current key's own signed tree head: it counts as a
+        // checkpoint by that key (right after a rotation, the newest checkpoint is the old key's).
+        LocalVerifier.checkHandOvers(
+            chain, verifier: verifier, signedSizes: verifiedSizes.union(manifest.root == nil ? [] : [UInt64.max]),
+            report: &report)
 
         for c in consistency where !usedConsistency.contains(c.from) {
             // A proof no checkpoint in hand needs must still be sound: it is part of the bundle.
@@ -408,7 +478,6 @@ public enum BundleVerifier {
         if proofLines.count != entryLines.count {
             report.fail("proofs.jsonl has \(proofLines.count) proofs for \(entryLines.count) entries")
         }
-        var checker = InclusionChecker(size: latest.size, root: root)
         var previous: UInt64?
         var decoded: [(UInt64, [String: AuditValue])] = []
         decoded.reserveCapacity(entryLines.count)
@@ -477,6 +546,60 @@ public enum BundleVerifier {
         checkBlobs(decoded, manifest: manifest, directory: dir, report: &report)
         Sanity.check(decoded, filtered: manifest.filtered, report: &report)
         return report
+    }
+
+    /// The key chain from chain.jsonl, each entry proven in the newest checkpoint's tree before a key
+    /// is taken from it; for a bundle without chain files, the key given alone. Nil (and a
+    /// failure) when the key given is not one of the chain's.
+    static func keyChain(
+        _ read: (String) -> Data?, verifier: NoteVerifier, origin: String, checker: inout InclusionChecker,
+        report: inout VerificationReport
+    ) -> AuditKeyChain? {
+        let given = verifier.encodedKey
+        var chain = AuditKeyChain(genesisKey: given)
+        let bodies = read("chain.jsonl")
+        let proofs = read("chain-proofs.jsonl")
+        if bodies != nil || proofs != nil {
+            let entryLines = lines(bodies)
+            let proofLines = lines(proofs)
+            if entryLines.isEmpty || proofLines.count != entryLines.count {
+                report.fail("chain-proofs.jsonl has \(proofLines.count) proofs for \(entryLines.count) chain entries")
+            }
+            var proven: [(index: UInt64, body: [UInt8])] = []
+            for (n, body) in entryLines.enumerated() {
+                guard n < proofLines.count, let proof = ProofLine(proofLines[n]) else {
+                    report.fail("chain-proofs.jsonl line \(n + 1) is missing or not in the appliance's exact form")
+                    continue
+                }
+                guard (try? CanonicalJSON.decode(body, requireCanonical: true)) != nil,
+                    LocalVerifier.indexMember(body) == proof.index, Merkle.leafHash(body) == proof.leafHash,
+                    proof.index > (proven.last?.index ?? 0),
+                    checker.verify(leaf: proof.leafHash, index: proof.index - 1, proof: proof.proof)
+                else {
+                    report.fail(
+                        entry: proof.index, "chain.jsonl: the entry is not the one proven at its index in the tree")
+                    continue
+                }
+                report.inclusionProofs += 1
+                proven.append((proof.index, body))
+            }
+            do {
+                chain = try AuditKeyChain.from(proven) ?? chain
+            } catch {
+                report.fail("chain.jsonl: \(error)")
+            }
+        }
+        for problem in chain.problems(origin: origin) {
+            report.fail(entry: problem.entry, problem.message)
+        }
+        guard chain.keys.contains(given) else {
+            report.fail(
+                "the key you verify with (\(given)) is not in this log's key chain: "
+                    + chain.keys.joined(separator: ", "))
+            return nil
+        }
+        report.keyChain = chain
+        return chain
     }
 
     /// Hashes written as lower-case hex, exactly as the appliance writes them (an upper-case digit

@@ -17,6 +17,7 @@ public struct AuditError: Error, CustomStringConvertible, Sendable {
             case corrupt
             case unsupportedSchema = "unsupported_schema"
             case keyMismatch = "key_mismatch"
+            case rotationFailed = "rotation_failed"
         }
 
         fileprivate let base: Base
@@ -37,6 +38,8 @@ public struct AuditError: Error, CustomStringConvertible, Sendable {
         public static let unsupportedSchema = Code(base: .unsupportedSchema)
         /// The log's checkpoints are signed by another key than the one given.
         public static let keyMismatch = Code(base: .keyMismatch)
+        /// A key rotation could not start or its entry could not be committed; the old key stays.
+        public static let rotationFailed = Code(base: .rotationFailed)
 
         /// `storage`, `entry_too_large`, ...
         public var description: String { base.rawValue }

@@ -55,10 +55,15 @@ public enum AuditKind {
     /// `last_entry` (the `session.recording` entries whose blobs go). Committed and checkpointed
     /// before any blob is removed; the entries that named the blobs stay.
     public static let recordingPrune = "recording.prune"
+    /// The checkpoint key was replaced: `old_key`, `new_key` (verifier keys), `reason`,
+    /// `requested_by` {`uid`, `user`}, `statement` (a C2SP note by the old key whose text names the
+    /// origin and both keys). Committed alone with a checkpoint of exactly its size signed by the old
+    /// key; every larger size is the new key's (see ``AuditKeyChain``).
+    public static let keyRotated = "log.key_rotated"
 
     /// Every kind above, for listings and validation.
     public static let all = [
         daemonStarted, daemonStopped, policyLoaded, rulesetInstalled, rulesetRestored, rulesetRemoved,
-        sessionOpen, sessionClose, genesis, heartbeat, prune, recording, recordingPrune,
+        sessionOpen, sessionClose, genesis, heartbeat, prune, recording, recordingPrune, keyRotated,
     ]
 }

@@ -25,9 +25,14 @@ public final class AuditLog: Sendable {
     public let applianceID: String
     /// The checkpoints' first line: `interlock/<appliance id>`.
     public let origin: String
-    /// The verifier key of the checkpoints (`meta.verifier_key`), nil until a signing key is used.
-    public let verifierKey: String?
-    private let signing: AuditSigning?
+    /// The verifier key that signs checkpoints now (`meta.verifier_key` when the log was opened
+    /// without a key), nil until a signing key is used. A rotation changes it.
+    public var verifierKey: String? { writer.currentSigner?.verifierKey ?? openedVerifierKey }
+    private let openedVerifierKey: String?
+    /// The signing key's file, for a rotation (``AuditSigning/keyFile``).
+    let keyFile: String?
+    /// Set while a key rotation runs: one at a time.
+    let rotating = Atomic<Bool>(false)
     private let checkpointer: WALCheckpointer
 
     let pool: DatabasePool
@@ -39,7 +44,7 @@ public final class AuditLog: Sendable {
         applianceID: String, verifierKey: String?, signing: AuditSigning?, checkpointer: WALCheckpointer
     ) {
         self.checkpointer = checkpointer
-        self.signing = signing
+        self.keyFile = signing?.keyFile
         self.path = path
         self.durability = durability
         self.pool = pool
@@ -47,7 +52,7 @@ public final class AuditLog: Sendable {
         self.logger = logger
         self.applianceID = applianceID
         self.origin = "interlock/\(applianceID)"
-        self.verifierKey = verifierKey
+        self.openedVerifierKey = verifierKey
     }
 
     deinit {
@@ -64,7 +69,10 @@ public final class AuditLog: Sendable {
     ///
     /// With `signing`, the log signs checkpoints with that key. A new log's first entry is then the
     /// genesis (`log.genesis`: the verifier key, the appliance id, the origin, the software
-    /// version), and a log signed by another key is refused: its key is part of its history.
+    /// version), and a log signed by another key is refused: its key is part of its history. The
+    /// key of a log that rotated is its last rotation's new key; with ``AuditSigning/keyFile`` set,
+    /// a rotation a crash interrupted is finished (its entry committed) or discarded (it did not)
+    /// here, whoever opens the log (see ``KeyFiles/reconcile(signer:keyPath:logKey:retiredKey:databasePath:)``).
     public static func open(
         path: String,
         durability: AuditDurability = .crash,
@@ -100,6 +108,7 @@ public final class AuditLog: Sendable {
         var verifierKey: String?
         var lastCheckpoint: StoredCheckpoint?
         var isEmpty = false
+        var signing = signing
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             // DatabasePool sets synchronous=NORMAL when it enables WAL, after prepareDatabase runs, so
@@ -121,17 +130,24 @@ public final class AuditLog: Sendable {
                         arguments: [Self.newApplianceID()])
                     id = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'appliance_id'") ?? ""
                     key = try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'verifier_key'")
-                    if let signing {
-                        let mine = signing.signer.verifierKey
-                        if key == nil {
+                    if let given = signing {
+                        let mine = given.signer.verifierKey
+                        if let logKey = key {
+                            let chain = try AuditKeyChain.from(AuditKeyChain.chainEntries(db))
+                            let current = chain?.rotations.last?.newKey ?? logKey
+                            signing?.signer = try KeyFiles.reconcile(
+                                signer: given.signer, keyPath: given.keyFile, logKey: current,
+                                retiredKey: chain?.rotations.last?.oldKey, databasePath: path)
+                            if current != logKey {
+                                try db.execute(
+                                    sql: "UPDATE meta SET value = ? WHERE key = 'verifier_key'", arguments: [current])
+                                key = current
+                            }
+                        } else {
                             try db.execute(
                                 sql: "INSERT INTO meta (key, value) VALUES ('verifier_key', ?)", arguments: [mine])
                             key = mine
-                        } else if key != mine {
-                            throw AuditError(
-                                .keyMismatch,
-                                "\(path) is signed by \(key ?? "?"), not by the key given (\(mine)); "
-                                    + "use that log's own key, or a new audit.database for a new key")
+                            if let keyFile = given.keyFile { unlink(KeyFiles.pendingPath(for: keyFile)) }
                         }
                     }
                     return .commit
@@ -186,9 +202,16 @@ public final class AuditLog: Sendable {
     func appendAndWait(
         kind: String, subject: AuditSubject, fields: [String: AuditValue]
     ) throws(AuditError) -> AuditRecord {
+        try waitFor { done in append(kind: kind, subject: subject, fields: fields, completion: done) }
+    }
+
+    /// Starts an append with `start` and blocks until its completion ran.
+    func waitFor(
+        _ start: (@escaping @Sendable (Result<AuditRecord, AuditError>) -> Void) -> Void
+    ) throws(AuditError) -> AuditRecord {
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<AuditRecord, AuditError>?>(nil)
-        append(kind: kind, subject: subject, fields: fields) { r in
+        start { r in
             result.withLock { $0 = r }
             done.signal()
         }
@@ -196,7 +219,7 @@ public final class AuditLog: Sendable {
         switch result.withLock({ $0 }) {
         case .success(let record)?: return record
         case .failure(let error)?: throw error
-        case nil: throw AuditError(.storage, "\(kind) was not written")
+        case nil: throw AuditError(.storage, "the entry was not written")
         }
     }
 
@@ -528,8 +551,14 @@ public final class AuditLog: Sendable {
 
     /// Signs `text` as a note with the checkpoint key (an export's manifest).
     public func signNote(_ text: String) throws -> String {
-        guard let signing else { throw AuditError(.closed, "this log has no signing key") }
-        return try signing.signer.sign(text)
+        try signNoteWithKey(text).note
+    }
+
+    /// Signs `text` with the key in force now, and says which key that was (an export checks it is
+    /// still the key its checkpoint's chain ends with).
+    public func signNoteWithKey(_ text: String) throws -> (note: String, verifierKey: String) {
+        guard let signer = writer.currentSigner else { throw AuditError(.closed, "this log has no signing key") }
+        return (try signer.sign(text), signer.verifierKey)
     }
 
     // MARK: closing

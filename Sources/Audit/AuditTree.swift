@@ -11,10 +11,15 @@ public struct AuditSigning: Sendable {
     public var signer: NoteSigner
     /// Members of the genesis entry besides the key, the appliance id and the origin (`version`).
     public var genesis: [String: AuditValue]
+    /// The file `signer` was read from (`checkpoint.key`). With it the log can rotate its key
+    /// (``AuditLog/rotateKey(reason:requestedBy:)``) and, at open, finish or discard a rotation a
+    /// crash interrupted; without it (tests, tools) rotation is refused.
+    public var keyFile: String?
 
-    public init(signer: NoteSigner, genesis: [String: AuditValue] = [:]) {
+    public init(signer: NoteSigner, genesis: [String: AuditValue] = [:], keyFile: String? = nil) {
         self.signer = signer
         self.genesis = genesis
+        self.keyFile = keyFile
     }
 }
 

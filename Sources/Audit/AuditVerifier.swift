@@ -26,6 +26,8 @@ public struct VerificationReport: Sendable {
     public var sessionsOpenAtCheckpoint = 0
     /// The newest verified checkpoint: size and root.
     public var latest: (size: UInt64, root: MerkleHash)?
+    /// The keys the log signed with, as proven (the key given alone for a log that never rotated).
+    public var keyChain: AuditKeyChain?
     public var failures: [Failure] = []
     /// Facts worth printing that are not failures.
     public var notes: [String] = []
@@ -46,8 +48,11 @@ public struct VerificationReport: Sendable {
 ///
 /// It trusts nothing in the database but the bytes it hashes: every entry body is hashed again,
 /// the tree is rebuilt from those hashes, and every stored checkpoint must carry a valid signature
-/// by `verifier` over the root of the rebuilt tree at its size. A changed, removed, reordered or
-/// added entry changes some root; the stored leaf hashes then say which entry.
+/// by the key in force for its size over the root of the rebuilt tree at its size. A changed,
+/// removed, reordered or added entry changes some root; the stored leaf hashes then say which entry.
+///
+/// `verifier` may be any key of the log's chain (``AuditKeyChain``): a checkpoint it signed proves
+/// the entries before it, the genesis and rotation entries among them, and those name the others.
 public enum LocalVerifier {
     /// Verifies the database at `path` (opened read-only; the daemon may be running).
     public static func verify(databasePath path: String, verifier: NoteVerifier) -> VerificationReport {
@@ -75,11 +80,20 @@ public enum LocalVerifier {
             }
             checkpoints.append(checkpoint)
         }
-        // Each checkpoint's note must be signed by the key, and say what its row says.
+        let chain = try keyChain(db, origin: origin ?? "", verifier: verifier, report: &report)
+        guard let chain else { return }
+        // Each checkpoint's note must be signed by the key in force for its size, and say what its
+        // row says.
         var signed: [UInt64: MerkleHash] = [:]
         for checkpoint in checkpoints {
             do {
-                let text = try verifier.verify(checkpoint.note)
+                let text: String
+                switch chain.checkSignature(checkpoint.note, size: checkpoint.size) {
+                case .verified(let verified): text = verified
+                case .refused(let problem):
+                    report.fail(checkpoint: checkpoint.size, problem)
+                    continue
+                }
                 let parsed = try Checkpoint.parse(text)
                 guard let root = MerkleHash(bytes: parsed.rootHash), parsed.size == checkpoint.size else {
                     report.fail(
@@ -93,13 +107,14 @@ public enum LocalVerifier {
                 signed[checkpoint.size] = root
                 report.checkpoints += 1
             } catch {
-                report.fail(checkpoint: checkpoint.size, "signature does not verify with \(verifier.name): \(error)")
+                report.fail(checkpoint: checkpoint.size, "the signed note is unreadable: \(error)")
             }
         }
         guard let newest = checkpoints.last else {
             report.fail("the log has no checkpoint")
             return
         }
+        checkHandOvers(chain, verifier: verifier, signedSizes: Set(signed.keys), report: &report)
         // Walk the entries in index order, rebuilding the tree.
         var range = MerkleCompactRange()
         var expected: UInt64 = 1
@@ -194,6 +209,56 @@ public enum LocalVerifier {
         }
         try verifyBlobs(db, report: &report)
         report.notes.append("\(range.size - min(range.size, newest.size)) entries after the newest checkpoint")
+    }
+
+    /// The log's key chain from its genesis and rotation entries, with the problems of its rotation
+    /// statements reported. Nil (and a failure) when the key given is not one of the chain's.
+    static func keyChain(
+        _ db: Database, origin: String, verifier: NoteVerifier, report: inout VerificationReport
+    ) throws -> AuditKeyChain? {
+        let given = verifier.encodedKey
+        var chain = AuditKeyChain(genesisKey: given)
+        do {
+            chain = try AuditKeyChain.from(AuditKeyChain.chainEntries(db)) ?? chain
+        } catch {
+            report.fail("the genesis and rotation entries are unreadable: \(error)")
+        }
+        for problem in chain.problems(origin: origin) {
+            report.fail(entry: problem.entry, problem.message)
+        }
+        guard chain.keys.contains(given) else {
+            report.fail(
+                "the key given (\(given)) is not one this log signed with; its keys are "
+                    + chain.keys.joined(separator: ", "))
+            return nil
+        }
+        report.keyChain = chain
+        return chain
+    }
+
+    /// Every rotation must have a checkpoint of exactly its size signed by the old key (its
+    /// hand-over), and some checkpoint must be signed by the key the auditor trusts: that is where
+    /// trust in the rest of the chain comes from.
+    static func checkHandOvers(
+        _ chain: AuditKeyChain, verifier: NoteVerifier, signedSizes: Set<UInt64>, report: inout VerificationReport
+    ) {
+        for rotation in chain.rotations where !signedSizes.contains(rotation.index) {
+            report.fail(
+                entry: rotation.index,
+                "no checkpoint of size \(rotation.index) signed by the old key: the rotation's hand-over is not proven")
+        }
+        let trusted = chain.keys.firstIndex(of: verifier.encodedKey) ?? 0
+        if !signedSizes.contains(where: { chain.keyIndex(forSize: $0) == trusted }) {
+            report.fail(
+                "no checkpoint is signed by the key given (\(chain.describe(keyIndex: trusted))); "
+                    + "verify with another key of the chain, or after the next checkpoint")
+        }
+        if !chain.rotations.isEmpty {
+            report.notes.append(
+                "key chain: the genesis key and \(chain.rotations.count) rotation(s) (entries "
+                    + chain.rotations.map { String($0.index) }.joined(separator: ", ") + "), trusted through "
+                    + chain.describe(keyIndex: trusted))
+        }
     }
 
     private static func check(

@@ -20,6 +20,16 @@ final class AuditWriter: @unchecked Sendable {
         /// A payload the entry references by hash, committed in the entry's transaction.
         var blob: AuditBlob? = nil
         var completion: @Sendable (Result<AuditRecord, AuditError>) -> Void
+        /// Set on a `log.key_rotated` entry: it is committed alone, with a checkpoint of its size
+        /// signed by the old key, and the writer switches keys before it signs anything else.
+        var rotation: Rotation? = nil
+    }
+
+    /// The key switch that goes with a rotation entry.
+    struct Rotation: Sendable {
+        var newSigner: NoteSigner
+        /// Puts the new key in place of the key file (runs on the writer thread, after the commit).
+        var install: @Sendable () throws(AuditError) -> Void
     }
 
     /// How long an entry that nobody waits on may stay queued before it is committed alone.
@@ -54,7 +64,13 @@ final class AuditWriter: @unchecked Sendable {
     /// transaction forgets it so it is read again from the database).
     private var nextIndex: UInt64?
     /// Signs checkpoints; nil: the log keeps its tree but signs nothing (tests of other parts).
-    private let signing: AuditSigning?
+    /// Replaced only by a rotation; the writer thread reads it, other threads read ``currentSigner``.
+    private var signing: AuditSigning?
+    /// Guarded by `condition`: the signer in force, for the manifest of an export.
+    private var publishedSigner: NoteSigner?
+    /// Writer thread only: the newest rotation entry's index; a checkpoint signed by the new key must
+    /// be larger (the old key signed exactly this size).
+    private var rotationFloor: UInt64 = 0
     /// The checkpoints' first line.
     private let origin: String
     /// ``heartbeatInterval`` unless a test shortens it.
@@ -90,7 +106,15 @@ final class AuditWriter: @unchecked Sendable {
         self.lastMicros = lastMicros
         self.maximumEntrySize = maximumEntrySize
         self.signing = signing
+        self.publishedSigner = signing?.signer
         self.lastCheckpoint = lastCheckpoint
+    }
+
+    /// The key that signs checkpoints now.
+    var currentSigner: NoteSigner? {
+        condition.lock()
+        defer { condition.unlock() }
+        return publishedSigner
     }
 
     func start() {
@@ -109,6 +133,7 @@ final class AuditWriter: @unchecked Sendable {
         template: EntryTemplate,
         urgent: Bool = true,
         blob: AuditBlob? = nil,
+        rotation: Rotation? = nil,
         completion: @escaping @Sendable (Result<AuditRecord, AuditError>) -> Void
     ) {
         condition.lock()
@@ -122,7 +147,9 @@ final class AuditWriter: @unchecked Sendable {
         let micros = max(AuditTime.micros(clock()), lastMicros)
         lastMicros = micros
         pending.append(
-            Pending(kind: kind, template: template, micros: micros, urgent: urgent, blob: blob, completion: completion))
+            Pending(
+                kind: kind, template: template, micros: micros, urgent: urgent, blob: blob, completion: completion,
+                rotation: rotation))
         if urgent {
             if !pendingUrgent {
                 pendingUrgent = true
@@ -220,8 +247,17 @@ final class AuditWriter: @unchecked Sendable {
                 } else {
                     signPendingCheckpoint()
                 }
-            } else {
+            } else if !batch.contains(where: { $0.rotation != nil }) {
                 commit(batch)
+            } else {
+                // A rotation entry goes alone, between what was queued before and after it.
+                var start = 0
+                for (i, item) in batch.enumerated() where item.rotation != nil {
+                    if start < i { commit(Array(batch[start..<i])) }
+                    commit([item])
+                    start = i + 1
+                }
+                if start < batch.count { commit(Array(batch[start...])) }
             }
             batch.removeAll(keepingCapacity: true)
         }
@@ -310,6 +346,11 @@ final class AuditWriter: @unchecked Sendable {
     /// `lastCheckpoint` when the transaction commits.
     private func signCheckpoint(_ db: Database) throws {
         guard let signing, let tree else { return }
+        guard tree.size > rotationFloor || rotationFloor == 0 else {
+            throw AuditError(
+                .corrupt,
+                "refusing to sign size \(tree.size) with the key that replaced the old one at entry \(rotationFloor)")
+        }
         if let last = lastCheckpoint {
             guard tree.size > last.size else { return }
             let rootThen = try Merkle.root(size: last.size, source: StoredTree(db: db))
@@ -388,7 +429,17 @@ final class AuditWriter: @unchecked Sendable {
                         )
                         next += 1
                     }
-                    if signing != nil,
+                    if let rotation = batch.first?.rotation, let entry = committed.first?.record {
+                        // The old key's last checkpoint is this entry's size, in this transaction, and
+                        // the log's current key moves with it: both or neither.
+                        try signCheckpoint(db)
+                        guard pendingCheckpoint?.size == entry.index else {
+                            throw AuditError(.rotationFailed, "no checkpoint over the rotation entry was signed")
+                        }
+                        try db.execute(
+                            sql: "UPDATE meta SET value = ? WHERE key = 'verifier_key'",
+                            arguments: [rotation.newSigner.verifierKey])
+                    } else if signing != nil,
                         Date().timeIntervalSince(lastCheckpoint?.time ?? .distantPast) >= Self.checkpointInterval
                     {
                         // Once a second at most while entries arrive; a failure to sign never refuses
@@ -413,6 +464,9 @@ final class AuditWriter: @unchecked Sendable {
                         lastCheckpoint = signed
                         pendingCheckpoint = nil
                         signedCheckpoints += 1
+                    }
+                    if let rotation = batch.first?.rotation, let entry = committed.first?.record {
+                        switchKey(rotation, at: entry.index)
                     }
                 } catch {
                     nextIndex = nil
@@ -463,6 +517,25 @@ final class AuditWriter: @unchecked Sendable {
         }
         for (completion, record) in committed {
             completion(.success(record))
+        }
+    }
+
+    /// After a rotation entry and the old key's checkpoint over it committed: the new key signs
+    /// from now on, and replaces the key file before it signs anything. A failure to replace the
+    /// file is an alert, not a reason to sign on with the old key (the log already names the new
+    /// one); the new key is still waiting beside the key file and the next open installs it.
+    private func switchKey(_ rotation: Rotation, at index: UInt64) {
+        signing?.signer = rotation.newSigner
+        rotationFloor = index
+        condition.lock()
+        publishedSigner = rotation.newSigner
+        condition.unlock()
+        do {
+            try rotation.install()
+        } catch {
+            logger.critical(
+                "ALERT: the key rotation is committed but the key file could not be replaced",
+                metadata: ["audit.error": "\(error)"])
         }
     }
 
