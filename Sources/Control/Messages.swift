@@ -40,13 +40,14 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case approvalsRevoke = "approvals.revoke"
     case sessionsList = "sessions.list"
     case auditBlob = "audit.blob"
+    case auditRotateKey = "audit.rotate-key"
 
     /// The least access a peer needs for this command. Approvals need none at the socket: approvers
     /// are whoever the rules name, and the daemon checks each request and decision against them.
     public var requiredAccess: AccessLevel {
         switch self {
         case .status, .rulesShow, .auditList, .auditPublicKey, .auditExport, .sessionsList, .auditBlob: .read
-        case .reload, .uninstall: .admin
+        case .reload, .uninstall, .auditRotateKey: .admin
         case .approvalsList, .approvalsApprove, .approvalsDeny, .approvalsWatch, .approvalsGrants, .approvalsRevoke:
             .none
         }
@@ -60,16 +61,80 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var export: ExportArgs?
     /// `audit.blob`: the blob's name (SHA-256, lower-case hex).
     public var blob: String?
+    /// `audit.rotate-key` and `audit.public-key`.
+    public var key: KeyArgs?
 
     public init(
         command: ControlCommand, audit: AuditQueryArgs? = nil, approval: ApprovalArgs? = nil, export: ExportArgs? = nil,
-        blob: String? = nil
+        blob: String? = nil, key: KeyArgs? = nil
     ) {
         self.blob = blob
+        self.key = key
         self.command = command
         self.audit = audit
         self.approval = approval
         self.export = export
+    }
+}
+
+/// Arguments of `audit.rotate-key` and `audit.public-key`.
+public struct KeyArgs: Codable, Sendable, Equatable {
+    /// `rotate-key`: why (recorded in the `log.key_rotated` entry).
+    public var reason: String?
+    /// `public-key`: answer the whole key chain (`chain`), not only the current key.
+    public var all: Bool?
+
+    public init(reason: String? = nil, all: Bool? = nil) {
+        self.reason = reason
+        self.all = all
+    }
+}
+
+/// `audit.rotate-key`: what changed.
+public struct KeyRotationInfo: Codable, Sendable, Equatable {
+    public var oldKey: String
+    public var newKey: String
+    /// The `log.key_rotated` entry's index: the old key's last checkpoint has exactly this size.
+    public var index: UInt64
+
+    public init(oldKey: String, newKey: String, index: UInt64) {
+        self.oldKey = oldKey
+        self.newKey = newKey
+        self.index = index
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case index
+        case oldKey = "old_key"
+        case newKey = "new_key"
+    }
+}
+
+/// `audit.public-key --all`: the genesis key, then each rotation.
+public struct KeyChainInfo: Codable, Sendable, Equatable {
+    public struct Rotation: Codable, Sendable, Equatable {
+        public var index: UInt64
+        public var key: String
+        public var reason: String
+
+        public init(index: UInt64, key: String, reason: String) {
+            self.index = index
+            self.key = key
+            self.reason = reason
+        }
+    }
+
+    public var genesisKey: String
+    public var rotations: [Rotation]
+
+    public init(genesisKey: String, rotations: [Rotation]) {
+        self.genesisKey = genesisKey
+        self.rotations = rotations
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case rotations
+        case genesisKey = "genesis_key"
     }
 }
 
@@ -153,11 +218,16 @@ public struct ExportPage: Codable, Sendable, Equatable {
     public var entries: [ExportedEntry]
     /// Pass as `after` for the next page; nil: this was the last.
     public var next: UInt64?
+    /// First page: the genesis and every `log.key_rotated` entry up to `checkpointSize`, with
+    /// proofs, whatever the query selects (the bundle's chain.jsonl).
+    public var chain: [ExportedEntry]?
 
     public init(
         origin: String, applianceID: String, verifierKey: String, checkpointSize: UInt64, checkpoint: String,
-        olderCheckpoints: [String], consistency: [ExportConsistency], entries: [ExportedEntry], next: UInt64?
+        olderCheckpoints: [String], consistency: [ExportConsistency], entries: [ExportedEntry], next: UInt64?,
+        chain: [ExportedEntry]? = nil
     ) {
+        self.chain = chain
         self.origin = origin
         self.applianceID = applianceID
         self.verifierKey = verifierKey
@@ -170,7 +240,7 @@ public struct ExportPage: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case origin, checkpoint, consistency, entries, next
+        case origin, checkpoint, consistency, entries, next, chain
         case applianceID = "appliance_id"
         case verifierKey = "verifier_key"
         case checkpointSize = "checkpoint_size"
@@ -422,6 +492,10 @@ public struct ControlResponse: Codable, Sendable {
     public var sessions: [SessionSummary]?
     /// `audit.blob`: the blob's bytes, base64.
     public var blob: String?
+    /// `audit.rotate-key`.
+    public var rotation: KeyRotationInfo?
+    /// `audit.public-key` with `all`: the key chain.
+    public var chain: KeyChainInfo?
 
     public init(
         ok: Bool, error: ControlFailure? = nil, status: StatusReport? = nil, rules: RulesReport? = nil,

@@ -95,7 +95,19 @@ public final class ControlService: Sendable {
             guard let key = runtime.audit.verifierKey else {
                 return .failure("internal", "the evidence log has no signing key")
             }
-            return ControlResponse(ok: true, message: key)
+            guard request.key?.all == true else { return ControlResponse(ok: true, message: key) }
+            do {
+                let chain = try runtime.audit.keyChain() ?? AuditKeyChain(genesisKey: key)
+                var response = ControlResponse(ok: true, message: key)
+                response.chain = KeyChainInfo(
+                    genesisKey: chain.genesisKey,
+                    rotations: chain.rotations.map { .init(index: $0.index, key: $0.newKey, reason: $0.reason) })
+                return response
+            } catch {
+                return .failure("internal", "cannot read the key chain: \(error)")
+            }
+        case .auditRotateKey:
+            return rotateKey(reason: request.key?.reason ?? "", by: peer)
         case .auditExport:
             return auditExport(request.audit ?? AuditQueryArgs(), request.export ?? ExportArgs())
         case .reload:
@@ -235,6 +247,21 @@ public final class ControlService: Sendable {
             auditLastIndex: (try? runtime.audit.lastIndex) ?? 0)
     }
 
+    /// `audit.rotate-key`: the daemon's log replaces its checkpoint key (see AuditLog.rotateKey).
+    func rotateKey(reason: String, by peer: ControlPeer) -> ControlResponse {
+        logger.notice("key rotation requested", metadata: ["by": "\(peer.user ?? "uid \(peer.uid)")"])
+        do {
+            let done = try runtime.audit.rotateKey(reason: reason, requestedBy: (peer.uid, peer.user))
+            var response = ControlResponse(
+                ok: true,
+                message: "rotated the checkpoint key at entry \(done.index): \(done.oldKey) → \(done.newKey)")
+            response.rotation = KeyRotationInfo(oldKey: done.oldKey, newKey: done.newKey, index: done.index)
+            return response
+        } catch {
+            return .failure(error.code.description, error.message)
+        }
+    }
+
     /// The filters of `audit list` and `audit export`, or the failure to answer.
     func auditQuery(_ args: AuditQueryArgs) -> Result<AuditQuery, ControlFailure> {
         var q = AuditQuery()
@@ -308,9 +335,11 @@ public final class ControlService: Sendable {
             }
             var older: [String] = []
             var consistency: [ExportConsistency] = []
+            var chain: [ExportedEntry]?
             if export.after == nil {
+                (chain, older, consistency) = try keyChainEvidence(upTo: checkpoint)
                 if let first = records.first, let covering = try audit.firstCheckpoint(covering: first.index),
-                    covering.size < checkpoint.size
+                    covering.size < checkpoint.size, !older.contains(covering.note)
                 {
                     older.append(covering.note)
                     let proof = try audit.consistencyProof(from: covering.size, to: checkpoint.size)
@@ -333,11 +362,38 @@ public final class ControlService: Sendable {
                 origin: audit.origin, applianceID: audit.applianceID, verifierKey: verifierKey,
                 checkpointSize: checkpoint.size, checkpoint: checkpoint.note, olderCheckpoints: older,
                 consistency: consistency, entries: entries,
-                next: records.count == limit ? records.last?.index : nil)
+                next: records.count == limit ? records.last?.index : nil, chain: chain)
             return ControlResponse(ok: true, export: page)
         } catch {
             return .failure("internal", "cannot export the evidence log: \(error)")
         }
+    }
+
+    /// What an auditor needs to follow the key chain up to `checkpoint`, whatever the query: the
+    /// genesis and every rotation entry with their proofs, and each rotation's hand-over checkpoint
+    /// (signed by the old key, of exactly the rotation's size) with a consistency proof to it.
+    func keyChainEvidence(
+        upTo checkpoint: StoredCheckpoint
+    ) throws -> (
+        [ExportedEntry], [String], [ExportConsistency]
+    ) {
+        let audit = runtime.audit
+        let records = try audit.keyChainRecords(upTo: checkpoint.size)
+        let proofs = try audit.inclusionProofs(indexes: records.map(\.index), size: checkpoint.size)
+        let chain = zip(records, proofs).map { record, proof in
+            ExportedEntry(
+                index: record.index, leafHash: Merkle.leafHash(record.body).hex, proof: proof.map(\.hex),
+                entry: record.text)
+        }
+        var older: [String] = []
+        var consistency: [ExportConsistency] = []
+        for record in records where record.kind == AuditKind.keyRotated && record.index < checkpoint.size {
+            guard let handOver = try audit.checkpoints(sizes: record.index...record.index).first else { continue }
+            older.append(handOver.note)
+            let proof = try audit.consistencyProof(from: handOver.size, to: checkpoint.size)
+            consistency.append(ExportConsistency(from: handOver.size, to: checkpoint.size, proof: proof.map(\.hex)))
+        }
+        return (chain, older, consistency)
     }
 
     /// The export's signed manifest: the same selection again, counted and hashed here, so the
@@ -375,14 +431,23 @@ public final class ControlService: Sendable {
         let present = try runtime.audit.blobsPresent(Array(Set(blobs)))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let chain = try runtime.audit.keyChainRecords(upTo: checkpoint.size)
         let manifest = AuditBundle.Manifest(
             origin: runtime.audit.origin, checkpointSize: checkpoint.size,
             query: String(decoding: try encoder.encode(query), as: UTF8.self),
             filtered: args.user != nil || args.resource != nil || args.session != nil || args.kind != nil,
             entries: count, firstIndex: first, lastIndex: last,
             digest: hasher.finalize().map { String(format: "%02x", $0) }.joined(), time: AuditLog.formatTime(Date()),
-            blobs: present.count, blobsPruned: Set(blobs).count - present.count)
-        return ControlResponse(ok: true, message: try runtime.audit.signNote(manifest.text))
+            blobs: present.count, blobsPruned: Set(blobs).count - present.count, root: checkpoint.root.hex,
+            chainEntries: chain.count)
+        // The manifest is signed by the key in force now, which must be the last key of the chain the
+        // bundle carries: a rotation since the export's checkpoint would leave it unverifiable.
+        let (note, key) = try runtime.audit.signNoteWithKey(manifest.text)
+        let chainKey = try AuditKeyChain.from(chain)?.currentKey
+        guard chainKey == nil || chainKey == key else {
+            return .failure("busy", "the checkpoint key was rotated during this export; run the export again")
+        }
+        return ControlResponse(ok: true, message: note)
     }
 
     func auditList(_ args: AuditQueryArgs) -> ControlResponse {

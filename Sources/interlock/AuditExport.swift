@@ -8,11 +8,53 @@ extension AuditCommand {
     struct PublicKey: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "public-key",
-            abstract: "Print the key that verifies this appliance's checkpoints (give it to auditors).")
+            abstract: "Print the key that verifies this appliance's checkpoints (give it to auditors).",
+            discussion: """
+                With --all: the key chain, oldest first: the genesis key, then each rotation's new key \
+                with its log.key_rotated entry index. Any key of the chain verifies exports.
+                """)
         @OptionGroup var socket: SocketOption
+        @Flag(help: "Print every key the log has signed with, not only the current one.") var all = false
+        @Flag(help: "One JSON object (with --all).") var json = false
 
         func run() throws {
-            print(try socket.send(ControlRequest(command: .auditPublicKey)).message ?? "")
+            let response = try socket.send(
+                ControlRequest(command: .auditPublicKey, key: KeyArgs(all: all ? true : nil)))
+            guard all, let chain = response.chain else {
+                print(response.message ?? "")
+                return
+            }
+            if json { return try printJSON(chain) }
+            print("genesis \(chain.genesisKey)")
+            for rotation in chain.rotations {
+                print(
+                    "entry \(rotation.index) \(rotation.key)"
+                        + (rotation.reason.isEmpty ? "" : "  (\(rotation.reason))"))
+            }
+        }
+    }
+
+    struct RotateKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-key",
+            abstract: "Replace the checkpoint signing key (admin only); the old key signs the hand-over.",
+            discussion: """
+                The daemon writes a log.key_rotated entry signed under the old key, commits a checkpoint \
+                over it with the old key, then installs the new key as checkpoint.key and checkpoint.pub \
+                and overwrites the old private key. Give auditors the new public key; the old one still \
+                verifies every export (docs/operators.md, "Rotating the signing key").
+                """)
+        @OptionGroup var socket: SocketOption
+        @Option(help: "Why (recorded in the log.key_rotated entry).") var reason: String?
+        @Flag(help: "One JSON object.") var json = false
+
+        func run() throws {
+            let response = try socket.send(ControlRequest(command: .auditRotateKey, key: KeyArgs(reason: reason)))
+            guard let rotation = response.rotation else { throw CLIError("empty answer") }
+            if json { return try printJSON(rotation) }
+            print("old key: \(rotation.oldKey)")
+            print("new key: \(rotation.newKey)")
+            print("rotation entry: \(rotation.index)")
         }
     }
 
@@ -82,7 +124,13 @@ extension AuditCommand {
                 command: .auditExport, audit: args,
                 export: ExportArgs(size: first?.checkpointSize, after: after, trustedCheckpoint: trusted))
             guard let page = try socket.send(request).export else { throw CLIError("empty answer") }
-            if first == nil { first = page }
+            if first == nil {
+                first = page
+                for e in page.chain ?? [] {
+                    try bundle.appendChain(
+                        index: e.index, leafHash: e.leafHash, proof: e.proof, entry: Array(e.entry.utf8))
+                }
+            }
             for e in page.entries {
                 try bundle.append(index: e.index, leafHash: e.leafHash, proof: e.proof, entry: Array(e.entry.utf8))
                 if case .object(let m)? = try? CanonicalJSON.decode(Array(e.entry.utf8)),

@@ -125,7 +125,9 @@ struct Rules: ParsableCommand {
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit", abstract: "The evidence log: list, export, verify, report.",
-        subcommands: [List.self, PublicKey.self, Export.self, Verify.self, Report.self, InitKey.self])
+        subcommands: [
+            List.self, PublicKey.self, Export.self, Verify.self, Report.self, InitKey.self, RotateKey.self,
+        ])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List evidence entries, oldest first.")

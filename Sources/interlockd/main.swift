@@ -117,7 +117,10 @@ do {
     audit = try AuditLog.open(
         path: settings.audit.database,
         durability: settings.audit.durability == .powerLoss ? .powerLoss : .crash,
-        signing: AuditSigning(signer: signer, genesis: ["version": .string(interlockVersion)]),
+        // With the key file, the log finishes (or discards) a key rotation a crash interrupted, and
+        // `interlock audit rotate-key` can replace the key.
+        signing: AuditSigning(
+            signer: signer, genesis: ["version": .string(interlockVersion)], keyFile: signingKeyPath),
         logger: logger)
 } catch {
     die("cannot open the evidence log \(settings.audit.database): \(error)")
