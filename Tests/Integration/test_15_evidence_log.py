@@ -82,8 +82,8 @@ def test_an_auditor_exports_and_verifies_offline_with_the_public_key_alone(world
     out = export(d, first / "bundle")
     assert "proven against checkpoint" in out.stdout
     files = sorted(os.listdir(first / "bundle"))
-    assert files == ["blobs", "checkpoint", "checkpoints", "consistency.json", "entries.csv", "entries.jsonl",
-                     "manifest", "proofs.jsonl", "public.key"], files
+    assert files == ["blobs", "chain-proofs.jsonl", "chain.jsonl", "checkpoint", "checkpoints", "consistency.json",
+                     "entries.csv", "entries.jsonl", "manifest", "proofs.jsonl", "public.key"], files
     p = verify(d, first / "bundle", key)
     assert p.returncode == 0 and "PASS" in p.stdout, p.stdout + p.stderr
     entries = [json.loads(line) for line in (first / "bundle" / "entries.jsonl").read_text().splitlines()]
