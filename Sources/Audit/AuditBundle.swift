@@ -555,8 +555,7 @@ public enum BundleVerifier {
         _ read: (String) -> Data?, verifier: NoteVerifier, origin: String, checker: inout InclusionChecker,
         report: inout VerificationReport
     ) -> AuditKeyChain? {
-        let given = verifier.encodedKey
-        var chain = AuditKeyChain(genesisKey: given)
+        var chain = AuditKeyChain(genesisKey: verifier.encodedKey)
         let bodies = read("chain.jsonl")
         let proofs = read("chain-proofs.jsonl")
         if bodies != nil || proofs != nil {
@@ -589,17 +588,7 @@ public enum BundleVerifier {
                 report.fail("chain.jsonl: \(error)")
             }
         }
-        for problem in chain.problems(origin: origin) {
-            report.fail(entry: problem.entry, problem.message)
-        }
-        guard chain.keys.contains(given) else {
-            report.fail(
-                "the key you verify with (\(given)) is not in this log's key chain: "
-                    + chain.keys.joined(separator: ", "))
-            return nil
-        }
-        report.keyChain = chain
-        return chain
+        return LocalVerifier.adopt(chain, origin: origin, verifier: verifier, report: &report)
     }
 
     /// Hashes written as lower-case hex, exactly as the appliance writes them (an upper-case digit

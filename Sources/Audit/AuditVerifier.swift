@@ -216,19 +216,25 @@ public enum LocalVerifier {
     static func keyChain(
         _ db: Database, origin: String, verifier: NoteVerifier, report: inout VerificationReport
     ) throws -> AuditKeyChain? {
-        let given = verifier.encodedKey
-        var chain = AuditKeyChain(genesisKey: given)
+        var chain = AuditKeyChain(genesisKey: verifier.encodedKey)
         do {
             chain = try AuditKeyChain.from(AuditKeyChain.chainEntries(db)) ?? chain
         } catch {
             report.fail("the genesis and rotation entries are unreadable: \(error)")
         }
+        return adopt(chain, origin: origin, verifier: verifier, report: &report)
+    }
+
+    /// Reports the chain's own problems, and returns it when the key given is one of its keys.
+    static func adopt(
+        _ chain: AuditKeyChain, origin: String, verifier: NoteVerifier, report: inout VerificationReport
+    ) -> AuditKeyChain? {
         for problem in chain.problems(origin: origin) {
             report.fail(entry: problem.entry, problem.message)
         }
-        guard chain.keys.contains(given) else {
+        guard chain.keys.contains(verifier.encodedKey) else {
             report.fail(
-                "the key given (\(given)) is not one this log signed with; its keys are "
+                "the key given (\(verifier.encodedKey)) is not one this log signed with; its keys are "
                     + chain.keys.joined(separator: ", "))
             return nil
         }

@@ -169,6 +169,13 @@ import Testing
         let log = try AuditLog.open(
             path: path, durability: .crash, signing: AuditSigning(signer: signer), logger: logger)
         defer { log.close() }
+        try writeBundle(log, into: dir, kind: kind)
+    }
+
+    /// A bundle of an open log. With `chain`, as exports are written since key rotation: the
+    /// genesis and rotation entries, each rotation's hand-over checkpoint, and a manifest naming the
+    /// root and the chain's size; without, in the format written before it (which must still verify).
+    static func writeBundle(_ log: AuditLog, into dir: String, kind: String? = nil, chain: Bool = false) throws {
         let checkpoint = try #require(try log.latestCheckpoint())
         var q = AuditQuery(kind: kind)
         q.maxIndex = checkpoint.size
@@ -184,25 +191,37 @@ import Testing
                 entry: record.body)
             digest.update(data: record.body + [0x0A])
         }
-        var older: [String] = []
-        var consistency: [AuditBundle.Consistency] = []
+        var older: [StoredCheckpoint] = []
         if let first = records.first, let covering = try log.firstCheckpoint(covering: first.index),
             covering.size < checkpoint.size
         {
-            older.append(covering.note)
-            consistency.append(
-                .init(
-                    from: covering.size, to: checkpoint.size,
-                    proof: try log.consistencyProof(from: covering.size, to: checkpoint.size).map(\.hex)))
+            older.append(covering)
+        }
+        let chainRecords = chain ? try log.keyChainRecords(upTo: checkpoint.size) : []
+        let chainProofs = try log.inclusionProofs(indexes: chainRecords.map(\.index), size: checkpoint.size)
+        for (record, proof) in zip(chainRecords, chainProofs) {
+            try writer.appendChain(
+                index: record.index, leafHash: Merkle.leafHash(record.body).hex, proof: proof.map(\.hex),
+                entry: record.body)
+        }
+        for record in chainRecords where record.kind == AuditKind.keyRotated && record.index < checkpoint.size {
+            let handOver = try #require(try log.checkpoints(sizes: record.index...record.index).first)
+            if !older.contains(handOver) { older.append(handOver) }
+        }
+        let consistency = try older.map {
+            AuditBundle.Consistency(
+                from: $0.size, to: checkpoint.size,
+                proof: try log.consistencyProof(from: $0.size, to: checkpoint.size).map(\.hex))
         }
         let manifest = AuditBundle.Manifest(
             origin: log.origin, checkpointSize: checkpoint.size, query: kind.map { #"{"kind":"\#($0)"}"# } ?? "{}",
             filtered: kind != nil, entries: records.count, firstIndex: records.first?.index,
             lastIndex: records.last?.index, digest: digest.finalize().map { String(format: "%02x", $0) }.joined(),
-            time: "2026-11-22T00:00:00Z")
+            time: "2026-11-22T00:00:00Z", root: chain ? checkpoint.root.hex : nil,
+            chainEntries: chain ? chainRecords.count : nil)
         try writer.finish(
-            checkpoint: checkpoint.note, olderCheckpoints: older, consistency: consistency,
-            verifierKey: signer.verifierKey, manifest: try log.signNote(manifest.text))
+            checkpoint: checkpoint.note, olderCheckpoints: older.map(\.note), consistency: consistency,
+            verifierKey: try #require(log.verifierKey), manifest: try log.signNote(manifest.text))
     }
 
     @Test func aBundleVerifiesOfflineAndEveryBitFlipIsCaught() throws {

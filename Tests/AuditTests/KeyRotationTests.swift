@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import GRDB
 import Logging
@@ -55,49 +54,44 @@ import Testing
 
     /// A bundle of the whole log, with the key chain, built the way the daemon's export builds it.
     static func makeBundle(_ log: AuditLog, into dir: String) throws {
-        let checkpoint = try #require(try log.latestCheckpoint())
-        var q = AuditQuery()
-        q.maxIndex = checkpoint.size
-        q.oldestFirst = true
-        q.limit = 100_000
-        let records = try log.query(q)
-        let proofs = try log.inclusionProofs(indexes: records.map(\.index), size: checkpoint.size)
-        var writer = try AuditBundle.Writer(directory: dir)
-        var digest = SHA256()
-        for (record, proof) in zip(records, proofs) {
-            try writer.append(
-                index: record.index, leafHash: Merkle.leafHash(record.body).hex, proof: proof.map(\.hex),
-                entry: record.body)
-            digest.update(data: record.body + [0x0A])
+        try EvidenceVerificationTests.writeBundle(log, into: dir, chain: true)
+    }
+
+    /// Commits a rotation entry the way ``AuditLog/rotateKey(reason:requestedBy:)`` does, but with
+    /// the statement and the key-file step given: for a broken signature, or a crash before the
+    /// key file is replaced.
+    static func commitRotation(
+        _ log: AuditLog, old: NoteSigner, new: NoteSigner, statementSigner: NoteSigner
+    ) throws -> AuditRecord {
+        let statement = try statementSigner.sign(
+            AuditKeyChain.statementText(origin: log.origin, oldKey: old.verifierKey, newKey: new.verifierKey))
+        let template = try EntryTemplate.make(
+            kind: AuditKind.keyRotated, subject: AuditSubject(),
+            fields: [
+                "old_key": .string(old.verifierKey), "new_key": .string(new.verifierKey), "reason": .string(""),
+                "requested_by": .object(["uid": .uint(0)]), "statement": .string(statement),
+            ])
+        // The key file is left alone, as if the process died right after the commit.
+        let rotation = AuditWriter.Rotation(newSigner: new) { () throws(AuditError) in }
+        return try log.waitFor { done in
+            log.writer.enqueue(kind: AuditKind.keyRotated, template: template, rotation: rotation, completion: done)
         }
-        let chain = try log.keyChainRecords(upTo: checkpoint.size)
-        let chainProofs = try log.inclusionProofs(indexes: chain.map(\.index), size: checkpoint.size)
-        for (record, proof) in zip(chain, chainProofs) {
-            try writer.appendChain(
-                index: record.index, leafHash: Merkle.leafHash(record.body).hex, proof: proof.map(\.hex),
-                entry: record.body)
-        }
-        var older: [StoredCheckpoint] = []
-        for record in chain where record.kind == AuditKind.keyRotated && record.index < checkpoint.size {
-            older.append(try #require(try log.checkpoints(sizes: record.index...record.index).first))
-        }
-        let consistency = try older.map {
-            AuditBundle.Consistency(
-                from: $0.size, to: checkpoint.size,
-                proof: try log.consistencyProof(from: $0.size, to: checkpoint.size).map(\.hex))
-        }
-        let manifest = AuditBundle.Manifest(
-            origin: log.origin, checkpointSize: checkpoint.size, query: "{}", filtered: false, entries: records.count,
-            firstIndex: records.first?.index, lastIndex: records.last?.index,
-            digest: digest.finalize().map { String(format: "%02x", $0) }.joined(), time: "2026-11-22T00:00:00Z",
-            root: checkpoint.root.hex, chainEntries: chain.count)
-        try writer.finish(
-            checkpoint: checkpoint.note, olderCheckpoints: older.map(\.note), consistency: consistency,
-            verifierKey: try #require(log.verifierKey), manifest: try log.signNote(manifest.text))
     }
 
     static func bundle(_ dir: String, _ key: String) throws -> VerificationReport {
         BundleVerifier.verify(directory: dir, verifier: try verifier(key))
+    }
+
+    /// The database, and the bundle when given, verify with each of `keys`.
+    static func expectVerifies(_ app: Appliance, bundle: String? = nil, with keys: [String]) throws {
+        for key in keys {
+            let report = try local(app, key)
+            #expect(report.passed, "\(report.failures)")
+            if let bundle {
+                let offline = try self.bundle(bundle, key)
+                #expect(offline.passed, "\(offline.failures)")
+            }
+        }
     }
 
     // MARK: rotation
@@ -175,12 +169,8 @@ import Testing
             #expect(try log.keyChain()?.keys == [first.verifierKey, one.newKey, two.newKey])
             try Self.makeBundle(log, into: app.dir + "/bundle")
             log.close()
-            for key in [first.verifierKey, one.newKey, two.newKey] {
-                let report = try Self.local(app, key)
-                #expect(report.passed, "\(report.failures)")
-                let offline = try Self.bundle(app.dir + "/bundle", key)
-                #expect(offline.passed, "\(offline.failures)")
-            }
+            try Self.expectVerifies(
+                app, bundle: app.dir + "/bundle", with: [first.verifierKey, one.newKey, two.newKey])
         }
     }
 
@@ -228,18 +218,7 @@ import Testing
             // A hand-over statement signed by someone else, committed the way a real rotation is.
             let new = try NoteSigner.generate(name: old.name)
             let intruder = try NoteSigner.generate(name: old.name)
-            let statement = try intruder.sign(
-                AuditKeyChain.statementText(origin: log.origin, oldKey: old.verifierKey, newKey: new.verifierKey))
-            let template = try EntryTemplate.make(
-                kind: AuditKind.keyRotated, subject: AuditSubject(),
-                fields: [
-                    "old_key": .string(old.verifierKey), "new_key": .string(new.verifierKey), "reason": .string(""),
-                    "requested_by": .object(["uid": .uint(0)]), "statement": .string(statement),
-                ])
-            let rotation = AuditWriter.Rotation(newSigner: new) { () throws(AuditError) in }
-            let record = try log.waitFor { done in
-                log.writer.enqueue(kind: AuditKind.keyRotated, template: template, rotation: rotation, completion: done)
-            }
+            let record = try Self.commitRotation(log, old: old, new: new, statementSigner: intruder)
             try Self.append(log, 2, from: 3)
             try Self.makeBundle(log, into: app.dir + "/bundle")
             log.close()
@@ -284,20 +263,7 @@ import Testing
             // Steps 1 and 2 happen, step 3 (replacing the key file) never does.
             let new = try NoteSigner.generate(name: old.name)
             try NoteKeyFile.write(new, to: app.keyPath + ".new")
-            let template = try EntryTemplate.make(
-                kind: AuditKind.keyRotated, subject: AuditSubject(),
-                fields: [
-                    "old_key": .string(old.verifierKey), "new_key": .string(new.verifierKey), "reason": .string(""),
-                    "requested_by": .object(["uid": .uint(0)]),
-                    "statement": .string(
-                        try old.sign(
-                            AuditKeyChain.statementText(
-                                origin: log.origin, oldKey: old.verifierKey, newKey: new.verifierKey))),
-                ])
-            let crash = AuditWriter.Rotation(newSigner: new) { () throws(AuditError) in }
-            let record = try log.waitFor { done in
-                log.writer.enqueue(kind: AuditKind.keyRotated, template: template, rotation: crash, completion: done)
-            }
+            let record = try Self.commitRotation(log, old: old, new: new, statementSigner: old)
             log.close()
             #expect(try NoteKeyFile.read(path: app.keyPath).verifierKey == old.verifierKey)
 
@@ -309,10 +275,7 @@ import Testing
             try Self.append(reopened, 2, from: 3)
             #expect(try reopened.latestCheckpoint()?.size ?? 0 > record.index)
             reopened.close()
-            for key in [old.verifierKey, new.verifierKey] {
-                let report = try Self.local(app, key)
-                #expect(report.passed, "\(report.failures)")
-            }
+            try Self.expectVerifies(app, with: [old.verifierKey, new.verifierKey])
         }
     }
 
@@ -328,8 +291,7 @@ import Testing
             #expect(!FileManager.default.fileExists(atPath: app.keyPath + ".new"))
             try Self.append(log, 2, from: 3)
             log.close()
-            let report = try Self.local(app, old.verifierKey)
-            #expect(report.passed, "\(report.failures)")
+            try Self.expectVerifies(app, with: [old.verifierKey])
         }
     }
 
