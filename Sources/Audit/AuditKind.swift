@@ -42,7 +42,8 @@ public enum AuditKind {
     /// Written after a minute without entries: `interval_s`. Its time and checkpoint show the log
     /// was alive and nothing happened.
     public static let heartbeat = "log.heartbeat"
-    /// Retention: `pruned_below` (the new first index), `previous_first`, `removed`, `cutoff`,
+    /// Retention: `pruned_below` (the new first index), `previous_first`, `removed`, `kept` (the key
+    /// chain's entries in the range, which stay), `cutoff`,
     /// `policy`, `subtrees` (the perfect subtree hashes covering the removed range). Committed and
     /// checkpointed before any body is removed; leaf hashes and tree nodes stay.
     public static let prune = "log.prune"

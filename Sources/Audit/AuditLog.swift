@@ -362,6 +362,11 @@ public final class AuditLog: Sendable {
             // Time bounds become index bounds (time never decreases with the index).
             var lower = Int64(q.afterIndex ?? 0) + 1
             var upper = Int64.max
+            if q.user == nil && q.resource == nil && q.session == nil && q.kind == nil {
+                // Below the retention cut only the key chain's entries are left: an unfiltered
+                // selection starts at the cut, so it stays gap-free.
+                lower = max(lower, try Self.prunedBelow(db))
+            }
             if let since = q.since {
                 lower = max(lower, try Self.firstIndex(db, atOrAfter: AuditTime.micros(since)))
             }
@@ -423,17 +428,24 @@ public final class AuditLog: Sendable {
         return q.oldestFirst ? newestFirst : newestFirst.reversed()
     }
 
+    /// The first index retention kept whole (`meta.pruned_below`, 1 before any prune).
+    static func prunedBelow(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(
+            db, sql: "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'pruned_below'), 1)") ?? 1
+    }
+
     /// The smallest index whose time is at or after `micros` (one past the last index when none is):
     /// a binary search over the primary key.
     static func firstIndex(_ db: Database, atOrAfter micros: Int64) throws -> Int64 {
         let last = try Int64.fetchOne(db, sql: "SELECT coalesce(max(idx), 0) FROM entries") ?? 0
-        // Retention may have removed the oldest entries: search from the first one left.
+        // Retention may have removed the oldest entries (all but the key chain's): search from the
+        // first one left, and take a removed one as older than any time.
         var low = try Int64.fetchOne(db, sql: "SELECT coalesce(min(idx), 1) FROM entries") ?? 1
         var high = last + 1
         let probe = try db.cachedStatement(sql: "SELECT time_us FROM entries WHERE idx = ?")
         while low < high {
             let mid = low + (high - low) / 2
-            let time = try Int64.fetchOne(probe, arguments: [mid]) ?? Int64.max
+            let time = try Int64.fetchOne(probe, arguments: [mid]) ?? Int64.min
             if time >= micros { high = mid } else { low = mid + 1 }
         }
         return low

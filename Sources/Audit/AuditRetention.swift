@@ -21,15 +21,26 @@ extension AuditLog {
     /// 3. only then are the bodies deleted (in batches), and `meta.pruned_below` moves up: the
     ///    delete trigger refuses anything at or above it.
     ///
+    /// The key chain's entries (the genesis and every `log.key_rotated`) are kept whatever their
+    /// age (`kept` in the prune entry): without them no verifier knows which key signed what.
+    ///
     /// Leaf hashes, tree nodes and checkpoints are never removed: inclusion proofs issued before
     /// still verify, and `verify --local` checks the kept leaves of the removed range against the
     /// roots. Returns nil when nothing is old enough. Blocking: call it off the event loops.
     public func prune(before cutoff: Date, policy: String) throws(AuditError) -> PruneResult? {
         let micros = AuditTime.micros(cutoff)
-        let (first, below) = try read("planning a prune") { db -> (UInt64, UInt64) in
-            let first = UInt64(try Int64.fetchOne(db, sql: "SELECT coalesce(min(idx), 1) FROM entries") ?? 1)
+        let (first, below, kept) = try read("planning a prune") { db -> (UInt64, UInt64, UInt64) in
+            let first = UInt64(
+                try Int64.fetchOne(
+                    db, sql: "SELECT coalesce(min(idx), 1) FROM entries WHERE kind NOT IN \(AuditSchema.keptKinds)")
+                    ?? 1)
             let below = UInt64(try Self.firstIndex(db, atOrAfter: micros))
-            return (first, below)
+            let kept = UInt64(
+                try Int64.fetchOne(
+                    db,
+                    sql: "SELECT count(*) FROM entries WHERE idx >= ? AND idx < ? AND kind IN \(AuditSchema.keptKinds)",
+                    arguments: [Int64(first), Int64(below)]) ?? 0)
+            return (first, below, kept)
         }
         // Never the whole log: the prune entry itself and what came after the cutoff stay.
         guard below > first else { return nil }
@@ -43,7 +54,8 @@ extension AuditLog {
             }
         }
         let fields: [String: AuditValue] = [
-            "pruned_below": .uint(below), "previous_first": .uint(first), "removed": .uint(below - first),
+            "pruned_below": .uint(below), "previous_first": .uint(first), "removed": .uint(below - first - kept),
+            "kept": .uint(kept),
             "cutoff": .string(AuditTime.format(micros: micros)), "policy": .string(policy),
             "subtrees": .array(subtrees),
         ]
@@ -59,7 +71,9 @@ extension AuditLog {
                         sql: "INSERT INTO meta (key, value) VALUES ('pruned_below', ?) "
                             + "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                         arguments: ["\(end)"])
-                    try db.execute(sql: "DELETE FROM entries WHERE idx < ?", arguments: [Int64(end)])
+                    try db.execute(
+                        sql: "DELETE FROM entries WHERE idx < ? AND kind NOT IN \(AuditSchema.keptKinds)",
+                        arguments: [Int64(end)])
                 }
                 next = end
             }
@@ -69,9 +83,10 @@ extension AuditLog {
         logger.notice(
             "pruned the evidence log",
             metadata: [
-                "audit.pruned_below": "\(below)", "audit.removed": "\(below - first)", "audit.policy": "\(policy)",
+                "audit.pruned_below": "\(below)", "audit.removed": "\(below - first - kept)",
+                "audit.policy": "\(policy)",
             ])
-        return PruneResult(prunedBelow: below, removed: Int(below - first), entry: record.index)
+        return PruneResult(prunedBelow: below, removed: Int(below - first - kept), entry: record.index)
     }
 
     /// The aligned perfect subtrees (level, index) that exactly cover leaves [lo, hi).

@@ -19,6 +19,9 @@ enum AuditSchema {
     /// The `WHERE` of the partial indexes, repeated verbatim by queries that use them (SQLite uses a
     /// partial index only when the query's `WHERE` contains that term).
     static let indexedRows = "kind NOT IN ('statement', 'statement.end')"
+    /// Kinds retention never removes: the key chain (the genesis and every rotation), which a
+    /// verifier must read to know which key signed which checkpoint.
+    static let keptKinds = "('log.genesis', 'log.key_rotated')"
     /// The kinds the secondary indexes leave out.
     static let unindexedKinds: Set<String> = ["statement", "statement.end"]
     static let indexStatements = [

@@ -139,12 +139,26 @@ public enum LocalVerifier {
             }
         }
         if prunedBelow > 1 {
+            // The key chain's entries stay below the cut: each must still hash to its leaf.
+            var kept: [UInt64: [UInt8]] = [:]
+            for row in try Row.fetchAll(
+                db, sql: "SELECT idx, body FROM entries WHERE idx < ?", arguments: [Int64(prunedBelow)])
+            {
+                kept[UInt64(row["idx"] as Int64)] = [UInt8](row["body"] as Data)
+            }
             for leafIndex in 0..<(prunedBelow - 1) {
                 guard let stored = try Data.fetchOne(leafStatement, arguments: [Int64(leafIndex)]),
                     let leaf = MerkleHash(bytes: [UInt8](stored))
                 else {
                     report.fail(entry: leafIndex + 1, "pruned, and its leaf hash is missing too")
                     break
+                }
+                if let body = kept[leafIndex + 1] {
+                    if Merkle.leafHash(body) != leaf {
+                        report.fail(
+                            entry: leafIndex + 1, "its body does not hash to its stored leaf: the entry was changed")
+                    }
+                    report.entries += 1
                 }
                 _ = range.append(leaf)
                 while nextCheckpoint < sizes.count && sizes[nextCheckpoint] == range.size {
@@ -155,7 +169,8 @@ public enum LocalVerifier {
             expected = prunedBelow
             report.notes.append("entries 1–\(prunedBelow - 1) were pruned by retention; their leaf hashes were checked")
         }
-        let cursor = try Row.fetchCursor(db, sql: "SELECT idx, body FROM entries ORDER BY idx")
+        let cursor = try Row.fetchCursor(
+            db, sql: "SELECT idx, body FROM entries WHERE idx >= ? ORDER BY idx", arguments: [Int64(prunedBelow)])
         // The stored leaves, walked alongside the entries (one scan instead of a lookup each).
         let storedLeaves = try Row.fetchCursor(
             db, sql: "SELECT idx, hash FROM tree_nodes WHERE level = 0 AND idx >= ? ORDER BY idx",

@@ -138,6 +138,41 @@ import Testing
         }
     }
 
+    @Test func retentionKeepsTheKeyChainSoAPrunedRotatedLogStillVerifiesWithEitherKey() throws {
+        try Self.withAppliance { app, old in
+            let log = try app.open(old)
+            try Self.append(log, 5)
+            let rotation = try log.rotateKey(reason: "yearly", requestedBy: (0, "root"))
+            try Self.append(log, 5, from: 5)
+            let result = try #require(try log.prune(before: Date().addingTimeInterval(1), policy: "entries: 0d"))
+            // Everything before the prune went, but the genesis and the rotation entry.
+            #expect(result.removed == Int(result.prunedBelow) - 1 - 2)
+            let left = try log.entries(from: 1, count: 100)
+            #expect(left.prefix(2).map(\.kind) == ["log.genesis", "log.key_rotated"])
+            #expect(left.dropFirst(2).first?.index == result.prunedBelow)
+            #expect(try log.keyChain()?.keys == [old.verifierKey, rotation.newKey])
+            // An unfiltered selection starts at the cut (gap-free); a filtered one finds the chain.
+            #expect(try log.query(AuditQuery(limit: 100)).first?.index == result.prunedBelow)
+            #expect(try log.query(AuditQuery(kind: AuditKind.keyRotated)).map(\.index) == [rotation.index])
+            try Self.append(log, 3, from: 10)
+            try Self.makeBundle(log, into: app.dir + "/bundle")
+            // A second prune counts from the first kept index, not from the genesis.
+            let second = try #require(try log.prune(before: Date().addingTimeInterval(1), policy: "entries: 0d"))
+            #expect(second.removed == Int(second.prunedBelow - result.prunedBelow) - 0)
+            log.close()
+            try Self.expectVerifies(app, bundle: app.dir + "/bundle", with: [old.verifierKey, rotation.newKey])
+            // The kept chain is still checked against its leaves.
+            let changed = try EvidenceVerificationTests.tampered(app.databasePath, "changed") { db in
+                try db.execute(
+                    sql: "UPDATE entries SET body = replace(body, 'yearly', 'weekly') WHERE idx = ?",
+                    arguments: [Int64(rotation.index)])
+            }
+            let failures = LocalVerifier.verify(databasePath: changed, verifier: try Self.verifier(old.verifierKey))
+                .failures
+            #expect(failures.contains { $0.entry == rotation.index }, "\(failures)")
+        }
+    }
+
     @Test func aBundleExportedRightAfterARotationVerifiesWithTheNewKeyThroughItsManifest() throws {
         try Self.withAppliance { app, old in
             let log = try app.open(old)
