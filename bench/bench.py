@@ -291,7 +291,9 @@ class Bench:
         log("interlockd (release build): orders-db with injected credentials, block + column mask rules, "
             "a copy_bench.email column mask for svc-bot, plus the idle sink and the banner as tcp resources")
         self.daemon = harness.Daemon(w, Path(tempfile.mkdtemp(prefix="interlockd-", dir=self.dir)))
-        self.daemon.write_config(orders_db=credentials_yaml(self.daemon), rules=RULES, extra_resources=[
+        recording = os.environ.get("BENCH_RECORDING")  # full | off: the daemon's audit.recording (default full)
+        self.daemon.write_config(orders_db=credentials_yaml(self.daemon), rules=RULES,
+                                 audit={"recording": recording} if recording else None, extra_resources=[
             f'  - {{ name: idle-sink, protocol: tcp, address: "{REMOTE4}:{SINK_PORT}" }}',
             f'  - {{ name: banner, protocol: tcp, address: "{REMOTE4}:{BANNER_PORT}" }}'])
         self.daemon.start()

@@ -18,6 +18,7 @@
 #   BENCH_COPY_ROWS=3000000  rows of the COPY table (0: no COPY runs)
 #   BENCH_CONNECT=1    0: skip issue 2's connection figures (-C runs, idle memory, connect probe)
 #   BENCH_DETECTOR_SECONDS=3  interlock-bench time per case
+#   BENCH_RECORDING    full or off: the daemon's audit.recording (default: full, the product default)
 #   BENCH_PROFILE=0    1: after the rounds, `perf record` interlockd during one extra -S run
 #   BENCH_OUT          where the report is written
 #

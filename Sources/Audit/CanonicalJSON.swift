@@ -31,12 +31,11 @@ public enum CanonicalJSON {
     /// duplicate keys, nesting deeper than 64 and invalid UTF-8. With `requireCanonical`, the text must
     /// also be exactly `encode` of its value.
     public static func decode(_ bytes: [UInt8], requireCanonical: Bool = false) throws(AuditError) -> AuditValue {
-        var parser = Parser(bytes: bytes)
-        let value = try parser.parseDocument()
-        if requireCanonical && encode(value) != bytes {
-            throw AuditError(.invalidJSON, "JSON is valid but not canonical (key order, whitespace or escapes differ)")
-        }
-        return value
+        // The canonical check is made while parsing (no whitespace, members in order, the encoder's
+        // escapes and integers), not by encoding the value again: verifiers read every entry of an
+        // export this way.
+        var parser = Parser(bytes: bytes, canonical: requireCanonical)
+        return try parser.parseDocument()
     }
 
     /// Whether `bytes` is the canonical encoding of some value.
@@ -179,16 +178,23 @@ public enum CanonicalJSON {
     struct Parser {
         let bytes: [UInt8]
         var position = 0
+        /// Accept only the exact bytes ``CanonicalJSON/encode(_:)`` writes.
+        let canonical: Bool
         static let maximumDepth = 64
 
-        init(bytes: [UInt8]) {
+        init(bytes: [UInt8], canonical: Bool = false) {
             self.bytes = bytes
+            self.canonical = canonical
+        }
+
+        func notCanonical(_ what: String) -> AuditError {
+            AuditError(.invalidJSON, "JSON is valid but not canonical at byte \(position): \(what)")
         }
 
         mutating func parseDocument() throws(AuditError) -> AuditValue {
-            skipWhitespace()
+            try skipWhitespace()
             let value = try parseValue(depth: 0)
-            skipWhitespace()
+            try skipWhitespace()
             guard position == bytes.count else { throw failure("unexpected data after the JSON value") }
             return value
         }
@@ -197,10 +203,12 @@ public enum CanonicalJSON {
             AuditError(.invalidJSON, "invalid JSON at byte \(position): \(what)")
         }
 
-        mutating func skipWhitespace() {
+        mutating func skipWhitespace() throws(AuditError) {
             while position < bytes.count {
                 switch bytes[position] {
-                case 0x20, 0x09, 0x0A, 0x0D: position += 1
+                case 0x20, 0x09, 0x0A, 0x0D:
+                    if canonical { throw notCanonical("whitespace") }
+                    position += 1
                 default: return
                 }
             }
@@ -235,15 +243,15 @@ public enum CanonicalJSON {
                 guard depth < Self.maximumDepth else { throw failure("nesting deeper than \(Self.maximumDepth)") }
                 position += 1
                 var elements: [AuditValue] = []
-                skipWhitespace()
+                try skipWhitespace()
                 if position < bytes.count && bytes[position] == UInt8(ascii: "]") {
                     position += 1
                     return .array(elements)
                 }
                 while true {
-                    skipWhitespace()
+                    try skipWhitespace()
                     elements.append(try parseValue(depth: depth + 1))
-                    skipWhitespace()
+                    try skipWhitespace()
                     guard position < bytes.count else { throw failure("unterminated array") }
                     if bytes[position] == UInt8(ascii: ",") {
                         position += 1
@@ -258,27 +266,38 @@ public enum CanonicalJSON {
                 guard depth < Self.maximumDepth else { throw failure("nesting deeper than \(Self.maximumDepth)") }
                 position += 1
                 var members: [String: AuditValue] = [:]
-                skipWhitespace()
+                try skipWhitespace()
                 if position < bytes.count && bytes[position] == UInt8(ascii: "}") {
                     position += 1
                     return .object(members)
                 }
+                var previousKey: String?
                 while true {
-                    skipWhitespace()
+                    try skipWhitespace()
                     guard position < bytes.count, bytes[position] == UInt8(ascii: "\"") else {
                         throw failure("expected a member name")
                     }
                     let keyStart = position
                     let key = try parseString()
-                    skipWhitespace()
+                    if canonical {
+                        // Strictly increasing byte order: sorted, and no duplicates.
+                        if let previousKey, !CanonicalJSON.precedes(previousKey, key) {
+                            position = keyStart
+                            throw previousKey == key
+                                ? failure("duplicate member name \"\(key)\"")
+                                : notCanonical("member \"\(key)\" is out of order")
+                        }
+                        previousKey = key
+                    }
+                    try skipWhitespace()
                     try expect(":")
-                    skipWhitespace()
+                    try skipWhitespace()
                     let value = try parseValue(depth: depth + 1)
                     guard members.updateValue(value, forKey: key) == nil else {
                         position = keyStart
                         throw failure("duplicate member name \"\(key)\"")
                     }
-                    skipWhitespace()
+                    try skipWhitespace()
                     guard position < bytes.count else { throw failure("unterminated object") }
                     if bytes[position] == UInt8(ascii: ",") {
                         position += 1
@@ -316,6 +335,10 @@ public enum CanonicalJSON {
             }
             let digitCount = position - digitsStart
             guard digitCount > 0 else { throw failure("expected digits") }
+            if canonical && negative && magnitude == 0 {
+                position = start
+                throw notCanonical("-0")
+            }
             if digitCount > 1 && bytes[digitsStart] == UInt8(ascii: "0") {
                 position = digitsStart
                 throw failure("leading zero")
@@ -345,6 +368,20 @@ public enum CanonicalJSON {
 
         mutating func parseString() throws(AuditError) -> String {
             position += 1  // opening quote
+            // Fast path: no escape before the closing quote (nearly every string in an entry).
+            var end = position
+            while end < bytes.count {
+                let byte = bytes[end]
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20 { break }
+                end += 1
+            }
+            if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+                guard let string = String(validating: bytes[position..<end], as: UTF8.self) else {
+                    throw failure("string is not valid UTF-8")
+                }
+                position = end + 1
+                return string
+            }
             var buffer: [UInt8] = []
             while true {
                 guard position < bytes.count else { throw failure("unterminated string") }
@@ -361,6 +398,9 @@ public enum CanonicalJSON {
                     guard position < bytes.count else { throw failure("unterminated escape") }
                     let escape = bytes[position]
                     position += 1
+                    if canonical {
+                        try checkCanonicalEscape(escape)
+                    }
                     switch escape {
                     case UInt8(ascii: "\""): buffer.append(0x22)
                     case UInt8(ascii: "\\"): buffer.append(0x5C)
@@ -393,6 +433,38 @@ public enum CanonicalJSON {
                     buffer.append(byte)
                     position += 1
                 }
+            }
+        }
+
+        /// The encoder writes `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and `\u00xx` (lower-case hex)
+        /// for the other control characters only. `position` is just past the escape letter.
+        func checkCanonicalEscape(_ escape: UInt8) throws(AuditError) {
+            switch escape {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "b"), UInt8(ascii: "f"), UInt8(ascii: "n"),
+                UInt8(ascii: "r"), UInt8(ascii: "t"):
+                return
+            case UInt8(ascii: "u"):
+                guard position + 4 <= bytes.count, bytes[position] == UInt8(ascii: "0"),
+                    bytes[position + 1] == UInt8(ascii: "0")
+                else { throw notCanonical("\\u escape of a character the encoder writes as it is") }
+                let high = bytes[position + 2]
+                let low = bytes[position + 3]
+                func lowerHex(_ b: UInt8) -> UInt8? {
+                    switch b {
+                    case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+                    case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+                    default: nil
+                    }
+                }
+                guard let h = lowerHex(high), let l = lowerHex(low), h < 2 else {
+                    throw notCanonical("\\u escape of a character the encoder writes as it is")
+                }
+                switch h << 4 | l {
+                case 0x08, 0x09, 0x0A, 0x0C, 0x0D: throw notCanonical("\\u escape of a character with a short escape")
+                default: return
+                }
+            default:
+                throw notCanonical("escape the encoder does not write")
             }
         }
 

@@ -68,6 +68,49 @@ import Testing
         #expect(!CanonicalJSON.isCanonical(Array(#""\u001B""#.utf8)))
     }
 
+    /// The single-pass canonical check agrees with the definition (parse, encode again, compare bytes)
+    /// on canonical entries and on every one-byte change, insertion and deletion of them.
+    @Test func theSinglePassCanonicalCheckAgreesWithEncodingAgain() throws {
+        func byDefinition(_ bytes: [UInt8]) -> Bool {
+            guard let value = try? CanonicalJSON.decode(bytes) else { return false }
+            return CanonicalJSON.encode(value) == bytes
+        }
+        let seeds: [AuditValue] = [
+            ["a": 1, "b": [true, nil, -5, "x\u{1}\u{8}\t\"\\y/é"], "é": ["": 0, "A": [:], "a": []]],
+            ["index": 12, "kind": "statement", "text": "SELECT '\n' FROM t WHERE x = $1", "v": 1],
+            [.uint(UInt64.max), .int(Int64.min), "\u{1f}\u{7f}😀"],
+        ]
+        let alphabet: [UInt8] = Array(#" \"{}[],:-0123456789abcdefnrtu/AZé"#.utf8) + [0x00, 0x1F, 0x7F, 0xC3, 0xFF]
+        var checked = 0
+        for seed in seeds {
+            let bytes = CanonicalJSON.encode(seed)
+            #expect(CanonicalJSON.isCanonical(bytes))
+            for i in 0...bytes.count {
+                var variants: [[UInt8]] = []
+                if i < bytes.count {
+                    var deleted = bytes
+                    deleted.remove(at: i)
+                    variants.append(deleted)
+                }
+                for b in alphabet {
+                    var inserted = bytes
+                    inserted.insert(b, at: i)
+                    variants.append(inserted)
+                    if i < bytes.count {
+                        var replaced = bytes
+                        replaced[i] = b
+                        variants.append(replaced)
+                    }
+                }
+                for v in variants {
+                    #expect(CanonicalJSON.isCanonical(v) == byDefinition(v), "\(String(decoding: v, as: UTF8.self))")
+                    checked += 1
+                }
+            }
+        }
+        #expect(checked > 10_000)
+    }
+
     @Test(arguments: [
         "1.5", "1e3", "01", "-", "[1,]", "{\"a\":1,\"a\":2}", "\"\\ud800\"", "\"\\udc00x\"", "\"a\nb\"",
         "18446744073709551616", "-9223372036854775809", "[", "{\"a\" 1}", "nul", "1 2", "\"\\x\"",
