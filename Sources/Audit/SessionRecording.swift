@@ -145,8 +145,9 @@ public struct RecordingChunkBuilder: Sendable {
 
     public var isEmpty: Bool { frames == 0 }
 
-    public mutating func append<C: Collection>(_ kind: RecordingChunk.FrameKind, offset: UInt64, _ frame: C)
-    where C.Element == UInt8 {
+    /// Appends one frame. Raw bytes, not a generic collection: a generic across modules is copied
+    /// element by element, and recordings copy every byte a session sends.
+    public mutating func append(_ kind: RecordingChunk.FrameKind, offset: UInt64, _ frame: UnsafeRawBufferPointer) {
         bytes.append(kind.rawValue)
         Self.put(offset, into: &bytes)
         Self.put(UInt32(truncatingIfNeeded: frame.count), into: &bytes)
@@ -154,6 +155,10 @@ public struct RecordingChunkBuilder: Sendable {
         frames += 1
         if firstOffset == nil { firstOffset = offset }
         lastOffset = offset
+    }
+
+    public mutating func append(_ kind: RecordingChunk.FrameKind, offset: UInt64, _ frame: [UInt8]) {
+        frame.withUnsafeBytes { append(kind, offset: offset, $0) }
     }
 
     public func finish() -> [UInt8] { bytes }

@@ -58,18 +58,26 @@ final class SessionRecorder {
         UInt64(max(0, (NIODeadline.now() - session.started).nanoseconds / 1000))
     }
 
+    /// Records one frame: the readable bytes of `buffer`, whole.
+    func record(_ kind: RecordingChunk.FrameKind, _ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { record(kind, $0) }
+    }
+
+    func record(_ kind: RecordingChunk.FrameKind, _ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { record(kind, $0) }
+    }
+
     /// Records one frame (`bytes`, whole).
-    func record<C: Collection>(_ kind: RecordingChunk.FrameKind, _ bytes: C) where C.Element == UInt8 {
+    func record(_ kind: RecordingChunk.FrameKind, _ bytes: UnsafeRawBufferPointer) {
         guard !finished else { return }
         // Room is kept for the note that says the limit was reached, and for a chunk's header.
         let size = bytes.count + 13 + (chunk == nil ? Self.headerAllowance : 0)
         guard droppedBytes == 0, recordedBytes + size + Self.headerAllowance * 2 <= limit else {
             if droppedBytes == 0 {
-                append(
-                    .note,
-                    Array(
-                        "recording limit reached (audit.recording_limit \(limit) bytes); later frames are not recorded"
-                            .utf8))
+                let note = Array(
+                    "recording limit reached (audit.recording_limit \(limit) bytes); later frames are not recorded".utf8
+                )
+                note.withUnsafeBytes { append(.note, $0) }
                 commit(final: false)
             }
             droppedBytes += bytes.count
@@ -85,7 +93,7 @@ final class SessionRecorder {
         finished = true
     }
 
-    private func append<C: Collection>(_ kind: RecordingChunk.FrameKind, _ bytes: C) where C.Element == UInt8 {
+    private func append(_ kind: RecordingChunk.FrameKind, _ bytes: UnsafeRawBufferPointer) {
         if chunk == nil {
             recordedBytes += Self.headerAllowance
             chunk = RecordingChunkBuilder(

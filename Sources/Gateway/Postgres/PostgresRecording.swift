@@ -17,7 +17,7 @@ enum PostgresRecording {
             return
         case .startup, .sslRequest, .gssEncRequest, .query, .parse, .bind, .describe, .execute, .close, .sync,
             .flush, .terminate, .copyData, .copyDone, .copyFail, .functionCall:
-            recorder.record(.fromClient, framed.frame.readableBytesView)
+            recorder.record(.fromClient, framed.frame)
         }
     }
 
@@ -34,7 +34,7 @@ enum PostgresRecording {
                 let message = rest.readSlice(length: Int(length) + 1)
             else {
                 // The one-byte answer to SSLRequest/GSSENCRequest, or a partial write: as it is.
-                recorder.record(.toClient, rest.readableBytesView)
+                recorder.record(.toClient, rest)
                 return
             }
             if message.getInteger(at: message.readerIndex, as: UInt8.self) == UInt8(ascii: "K"), length >= 8 {
@@ -42,7 +42,7 @@ enum PostgresRecording {
                 redacted += [UInt8](repeating: 0, count: Int(length) - 8)
                 recorder.record(.toClient, redacted)
             } else {
-                recorder.record(.toClient, message.readableBytesView)
+                recorder.record(.toClient, message)
             }
         }
     }
