@@ -160,22 +160,16 @@ public enum AuditBundle {
 
     /// One CSV row: index, leaf hash, time, kind, user, resource, session, the entry's JSON.
     public static func csvRow(index: UInt64, leafHash: String, entry: [UInt8]) -> String {
-        guard case .object(let m)? = try? CanonicalJSON.decode(entry) else {
-            return csvRow(index: index, leafHash: leafHash, entry: entry, members: [:])
-        }
-        return csvRow(index: index, leafHash: leafHash, entry: entry, members: m)
+        var row: [UInt8] = []
+        csvRowBytes(index: index, leafHash: leafHash, entry: entry, into: &row)
+        return String(decoding: row, as: UTF8.self)
     }
 
-    /// The row of an entry already decoded.
-    static func csvRow(index: UInt64, leafHash: String, entry: [UInt8], members m: [String: AuditValue]) -> String {
-        func text(_ key: String) -> String {
-            if case .string(let s)? = m[key] { return s }
-            return ""
-        }
-        return [
-            String(index), leafHash, text("time"), text("kind"), text("user"), text("resource"), text("session"),
-            String(decoding: entry, as: UTF8.self),
-        ].map(csvField).joined(separator: ",")
+    /// The row of `entry`, decoded here for its members.
+    static func csvRowBytes(index: UInt64, leafHash: String, entry: [UInt8], into out: inout [UInt8]) {
+        let members: [String: AuditValue]
+        if case .object(let m)? = try? CanonicalJSON.decode(entry) { members = m } else { members = [:] }
+        csvRowBytes(index: index, leafHash: leafHash, entry: entry, members: members, into: &out)
     }
 
     public static let csvHeader = "index,leaf_hash,time,kind,user,resource,session,entry"
@@ -215,10 +209,6 @@ public enum AuditBundle {
     /// SHA-256 in lower-case hex (the manifest's digest of entries.jsonl).
     public static func sha256Hex(_ bytes: [UInt8]) -> String { MerkleHash.sha256(Data(bytes)).hex }
 
-    static func csvField(_ s: String) -> String {
-        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
-        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-    }
 }
 
 extension AuditBundle {
@@ -228,6 +218,8 @@ extension AuditBundle {
         private var entries = Data()
         private var proofs = Data()
         private var csv = Data((AuditBundle.csvHeader + "\n").utf8)
+        /// The CSV row being built (kept between entries so it allocates once).
+        private var row: [UInt8] = []
         private var chain = Data()
         private var chainProofs = Data()
         private let encoder: JSONEncoder
@@ -259,9 +251,26 @@ extension AuditBundle {
         public mutating func append(index: UInt64, leafHash: String, proof: [String], entry: [UInt8]) throws {
             entries.append(contentsOf: entry)
             entries.append(0x0A)
-            proofs.append(try encoder.encode(Proof(index: index, leafHash: leafHash, proof: proof)))
-            proofs.append(0x0A)
-            csv.append(Data((AuditBundle.csvRow(index: index, leafHash: leafHash, entry: entry) + "\n").utf8))
+            // `{"index":N,"leaf_hash":"…","proof":["…",…]}`: what JSONEncoder with sorted keys writes for
+            // a `Proof` (hex needs no escapes), without an encoder per line.
+            guard Self.isHex(leafHash), proof.allSatisfy(Self.isHex) else {
+                throw NoteError("a proof of entry \(index) is not lower-case hex")
+            }
+            proofs.append(contentsOf: #"{"index":"#.utf8)
+            proofs.append(contentsOf: String(index).utf8)
+            proofs.append(contentsOf: #","leaf_hash":""#.utf8)
+            proofs.append(contentsOf: leafHash.utf8)
+            proofs.append(contentsOf: #"","proof":["#.utf8)
+            for (n, hash) in proof.enumerated() {
+                if n > 0 { proofs.append(0x2C) }
+                proofs.append(0x22)
+                proofs.append(contentsOf: hash.utf8)
+                proofs.append(0x22)
+            }
+            proofs.append(contentsOf: "]}\n".utf8)
+            AuditBundle.csvRowBytes(index: index, leafHash: leafHash, entry: entry, into: &row)
+            row.append(0x0A)
+            csv.append(contentsOf: row)
             count += 1
         }
 
@@ -271,6 +280,10 @@ extension AuditBundle {
             chain.append(0x0A)
             chainProofs.append(try encoder.encode(Proof(index: index, leafHash: leafHash, proof: proof)))
             chainProofs.append(0x0A)
+        }
+
+        static func isHex(_ s: String) -> Bool {
+            s.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
         }
 
         /// Writes every file. `olderCheckpoints` are signed notes; `manifest` the signed manifest.
@@ -478,26 +491,23 @@ public enum BundleVerifier {
         if proofLines.count != entryLines.count {
             report.fail("proofs.jsonl has \(proofLines.count) proofs for \(entryLines.count) entries")
         }
+        let csv = lines(read("entries.csv"))
+        if csv.first.map({ String(decoding: $0, as: UTF8.self) }) != AuditBundle.csvHeader {
+            report.fail("entries.csv has no header or another one")
+        }
+        if csv.count != entryLines.count + 1 {
+            report.fail("entries.csv has \(max(0, csv.count - 1)) rows for \(entryLines.count) entries")
+        }
+        // Each entry on its own (its form, leaf, inclusion proof and CSV row), in slices on every
+        // core; then, in order, what relates entries to each other.
+        let checked = checkEntries(
+            entryLines, proofs: proofLines, csv: csv, checkpoint: latest.size, root: root, from: checker)
         var previous: UInt64?
         var decoded: [(UInt64, [String: AuditValue])] = []
         decoded.reserveCapacity(entryLines.count)
-        var leafHexes: [String] = []
-        leafHexes.reserveCapacity(entryLines.count)
-        for (n, body) in entryLines.enumerated() {
-            guard n < proofLines.count, let proof = ProofLine(proofLines[n]) else {
-                report.fail("proofs.jsonl line \(n + 1) is missing or not in the appliance's exact form")
-                leafHexes.append("")
-                continue
-            }
-            let index = proof.index
-            guard case .object(let members)? = try? CanonicalJSON.decode(body, requireCanonical: true) else {
-                report.fail(entry: index, "not canonical JSON: the entry was changed")
-                leafHexes.append("")
-                continue
-            }
-            if LocalVerifier.indexMember(body) != index {
-                report.fail(entry: index, "its body says another index: entries were moved")
-            }
+        for entry in checked {
+            for failure in entry.failures { report.fail(entry: failure.entry, failure.message) }
+            guard let index = entry.index, let members = entry.members else { continue }
             if let previous {
                 if index <= previous {
                     report.fail(entry: index, "out of order after entry \(previous)")
@@ -506,16 +516,7 @@ public enum BundleVerifier {
                 }
             }
             previous = index
-            let leaf = Merkle.leafHash(body)
-            if leaf != proof.leafHash {
-                report.fail(entry: index, "its body does not hash to its listed leaf hash: the entry was changed")
-            }
-            leafHexes.append(leaf.hex)
-            if index > 0, checker.verify(leaf: leaf, index: index - 1, proof: proof.proof) {
-                report.inclusionProofs += 1
-            } else {
-                report.fail(entry: index, "its inclusion proof does not lead to checkpoint \(latest.size)'s root")
-            }
+            if entry.included { report.inclusionProofs += 1 }
             report.entries += 1
             decoded.append((index, members))
         }
@@ -526,26 +527,94 @@ public enum BundleVerifier {
         if manifest.firstIndex != decoded.first?.0 || manifest.lastIndex != decoded.last?.0 {
             report.fail("the entries do not span the manifest's range")
         }
-        // The CSV must list the same entries, row for row.
-        let csv = lines(read("entries.csv"))
-        if csv.first.map({ String(decoding: $0, as: UTF8.self) }) != AuditBundle.csvHeader {
-            report.fail("entries.csv has no header or another one")
-        }
-        if csv.count != entryLines.count + 1 {
-            report.fail("entries.csv has \(max(0, csv.count - 1)) rows for \(entryLines.count) entries")
-        }
-        var expected: [UInt8] = []
-        for (n, body) in entryLines.enumerated() where n + 1 < csv.count && n < decoded.count && n < leafHexes.count {
-            let index = decoded[n].0
-            AuditBundle.csvRowBytes(
-                index: index, leafHash: leafHexes[n], entry: body, members: decoded[n].1, into: &expected)
-            if csv[n + 1] != expected {
-                report.fail(entry: index, "its entries.csv row differs from the entry")
-            }
-        }
         checkBlobs(decoded, manifest: manifest, directory: dir, report: &report)
         Sanity.check(decoded, filtered: manifest.filtered, report: &report)
         return report
+    }
+
+    /// What checking one entry on its own found.
+    struct EntryCheck: Sendable {
+        var index: UInt64?
+        var members: [String: AuditValue]?
+        var included = false
+        var failures: [VerificationReport.Failure] = []
+
+        mutating func fail(_ entry: UInt64?, _ message: String) {
+            failures.append(VerificationReport.Failure(entry: entry, checkpoint: nil, message: message))
+        }
+    }
+
+    /// Checks every entry on its own, in as many slices as there are cores (each with its own
+    /// inclusion cache, seeded with what `checker` proved): canonical form, index member, leaf hash,
+    /// inclusion proof and CSV row. Results come back in the entries' order.
+    static func checkEntries(
+        _ entries: [[UInt8]], proofs: [[UInt8]], csv: [[UInt8]], checkpoint size: UInt64, root: MerkleHash,
+        from checker: InclusionChecker
+    ) -> [EntryCheck] {
+        let count = entries.count
+        let slices = max(1, min(ProcessInfo.processInfo.activeProcessorCount, count / 4096))
+        let results = ResultSlots(count: count)
+        DispatchQueue.concurrentPerform(iterations: slices) { slice in
+            var checker = checker
+            var row: [UInt8] = []
+            for n in (count * slice / slices)..<(count * (slice + 1) / slices) {
+                var check = EntryCheck()
+                defer { results.store(check, at: n) }
+                let body = entries[n]
+                guard n < proofs.count, let proof = ProofLine(proofs[n]) else {
+                    check.fail(nil, "proofs.jsonl line \(n + 1) is missing or not in the appliance's exact form")
+                    continue
+                }
+                let index = proof.index
+                guard case .object(let members)? = try? CanonicalJSON.decode(body, requireCanonical: true) else {
+                    check.fail(index, "not canonical JSON: the entry was changed")
+                    continue
+                }
+                if LocalVerifier.indexMember(body) != index {
+                    check.fail(index, "its body says another index: entries were moved")
+                }
+                let leaf = Merkle.leafHash(body)
+                if leaf != proof.leafHash {
+                    check.fail(index, "its body does not hash to its listed leaf hash: the entry was changed")
+                }
+                if index > 0, checker.verify(leaf: leaf, index: index - 1, proof: proof.proof) {
+                    check.included = true
+                } else {
+                    check.fail(index, "its inclusion proof does not lead to checkpoint \(size)'s root")
+                }
+                if n + 1 < csv.count {
+                    AuditBundle.csvRowBytes(index: index, leafHash: leaf.hex, entry: body, members: members, into: &row)
+                    if csv[n + 1] != row {
+                        check.fail(index, "its entries.csv row differs from the entry")
+                    }
+                }
+                check.index = index
+                check.members = members
+            }
+        }
+        return results.values
+    }
+
+    /// One slot per entry, each written by exactly one slice of ``checkEntries``.
+    ///
+    /// `@unchecked Sendable`: slices write disjoint slots, and `values` is read only after
+    /// `concurrentPerform` has returned (which orders every write before it).
+    final class ResultSlots: @unchecked Sendable {
+        private let slots: UnsafeMutableBufferPointer<EntryCheck>
+
+        init(count: Int) {
+            slots = .allocate(capacity: count)
+            slots.initialize(repeating: EntryCheck())
+        }
+
+        deinit {
+            slots.deinitialize()
+            slots.deallocate()
+        }
+
+        func store(_ check: EntryCheck, at n: Int) { slots[n] = check }
+
+        var values: [EntryCheck] { Array(slots) }
     }
 
     /// The key chain from chain.jsonl, each entry proven in the newest checkpoint's tree before a key
@@ -682,7 +751,7 @@ struct ProofLine {
 /// Checks many inclusion proofs against one root, remembering every node it has proven: a later
 /// proof stops as soon as it reaches a node already known to lead to the root, so proving a whole
 /// contiguous export costs about two hashes per entry instead of log2(n).
-struct InclusionChecker {
+struct InclusionChecker: Sendable {
     let size: UInt64
     let root: MerkleHash
     /// Proven hashes of subtrees, keyed by (first leaf, leaf count).
