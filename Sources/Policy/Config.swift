@@ -36,6 +36,11 @@ public struct PolicyConfig: Sendable, Equatable {
     public func maxMessageSize(for resource: Resource) -> Int {
         resource.maxMessageSize ?? postgres.maxMessageSize
     }
+
+    /// Whether sessions to `resource` are recorded: its own `recording`, else `audit.recording`.
+    public func recording(for resource: Resource) -> RecordingSetting {
+        resource.recording ?? audit.recording
+    }
 }
 
 /// Daemon-wide settings of the PostgreSQL gateway (`postgres:` in the file); a resource may
@@ -242,6 +247,9 @@ public struct Resource: Sendable, Equatable {
     public var tls: TLSSettings
     /// Overrides `postgres.max_message_size` for this resource (postgres only).
     public var maxMessageSize: Int?
+    /// Overrides `audit.recording` for this resource (postgres only): `off` for a resource whose
+    /// sessions are bulk exports, say.
+    public var recording: RecordingSetting?
     public var location: SourceLocation?
 
     public init(

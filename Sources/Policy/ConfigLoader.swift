@@ -88,7 +88,9 @@ public enum ConfigLoader {
         if let node = top["postgres"] { config.postgres = try doc.postgres(node) }
         if let node = top["masking"] { config.masking = try doc.masking(node) }
         if let node = top["tls"] { config.tls = try doc.applianceTLS(node) }
-        if let node = top["resources"] { config.resources = try doc.resources(node) }
+        if let node = top["resources"] {
+            config.resources = try doc.resources(node, statementText: config.audit.statementText)
+        }
         // After resources: rules name them.
         if let node = top["rules"] { config.rules = try doc.rules(node, resources: config.resources) }
         return config
@@ -322,7 +324,7 @@ struct Walker {
         return c
     }
 
-    func resources(_ node: Node) throws(ConfigError) -> [Resource] {
+    func resources(_ node: Node, statementText: StatementTextSetting = .full) throws(ConfigError) -> [Resource] {
         guard case .sequence(let seq) = node else { throw fail(node, "resources", "expected a list of resources") }
         var out: [Resource] = []
         var seen: [String: SourceLocation?] = [:]
@@ -330,7 +332,7 @@ struct Walker {
             let key = "resources[\(i)]"
             let m = try mapping(
                 item, key: key,
-                allowed: ["name", "protocol", "address", "credentials", "tls", "max_message_size"])
+                allowed: ["name", "protocol", "address", "credentials", "tls", "max_message_size", "recording"])
             guard let nameNode = m["name"] else { throw fail(item, "\(key).name", "missing") }
             guard let addressNode = m["address"] else { throw fail(item, "\(key).address", "missing") }
             let name = try string(nameNode, "\(key).name")
@@ -351,7 +353,7 @@ struct Walker {
                     "expected HOST:PORT, IP:PORT, [IPv6]:PORT or CIDR:PORT (PORT may be N, N-M or *), got '\(text)'")
             }
             var resource = Resource(name: name, protocol: proto, target: target, location: location(item))
-            for k in ["credentials", "tls", "max_message_size"] where proto != .postgres {
+            for k in ["credentials", "tls", "max_message_size", "recording"] where proto != .postgres {
                 if let n = m[k] { throw fail(n, "\(key).\(k)", "only for protocol: postgres") }
             }
             if let n = m["credentials"] { resource.credentials = try credentials(n, "\(key).credentials") }
@@ -359,6 +361,15 @@ struct Walker {
             if let n = m["max_message_size"] {
                 resource.maxMessageSize = try size(
                     n, "\(key).max_message_size", PostgresSettings.maxMessageSizeRange)
+            }
+            if let n = m["recording"] {
+                resource.recording = try choice(n, "\(key).recording", RecordingSetting.self)
+                if resource.recording == .full && statementText == .redacted {
+                    throw fail(
+                        n, "\(key).recording",
+                        "full recordings keep statements and parameters as sent, which audit.statement_text: "
+                            + "redacted keeps out of the evidence")
+                }
             }
             out.append(resource)
         }

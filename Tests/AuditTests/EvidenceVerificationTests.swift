@@ -313,7 +313,8 @@ import Testing
             let oldLeaf = try log.leafHash(index: 5)
             // Everything up to now is older than a cutoff a second ahead.
             let result = try #require(try log.prune(before: Date().addingTimeInterval(1), policy: "entries: 0d"))
-            #expect(result.prunedBelow == before.size + 1 && result.removed == Int(before.size) - 1, "all but the genesis")
+            #expect(
+                result.prunedBelow == before.size + 1 && result.removed == Int(before.size) - 1, "all but the genesis")
             #expect(try log.entries(from: 1, count: 10).prefix(2).map(\.kind) == ["log.genesis", "log.prune"])
             // The proof issued before the prune still verifies, and a new one can still be made.
             #expect(

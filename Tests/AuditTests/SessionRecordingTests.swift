@@ -28,7 +28,9 @@ import Testing
         #expect(b.frames == 3 && b.firstOffset == 5 && b.lastOffset == 1_000_001)
         let bytes = b.finish()
         let parsed = try RecordingChunk.parse(bytes)
-        #expect(parsed.header == .init(protocol: "postgres", seq: 7, session: "abc", started: "2026-11-22T04:00:00.000000Z"))
+        #expect(
+            parsed.header == .init(protocol: "postgres", seq: 7, session: "abc", started: "2026-11-22T04:00:00.000000Z")
+        )
         #expect(parsed.frames.map(\.kind) == [.fromClient, .toClient, .note])
         #expect(parsed.frames[1].bytes.count == 70_000 && parsed.frames[1].offset == 1_000_000)
         // Cut anywhere inside a frame, or with a foreign magic, or an unknown frame kind: refused.
@@ -55,8 +57,11 @@ import Testing
                 let done = DispatchSemaphore(value: 0)
                 let result = ResultBox()
                 log.append(
-                    kind: AuditKind.recording, subject: AuditSubject(user: "svc-ci", resource: "orders-db", session: "r\(s)"),
-                    fields: ["seq": .uint(UInt64(seq)), "size": .uint(UInt64(blob.data.count)), "final": .bool(seq == 1)],
+                    kind: AuditKind.recording,
+                    subject: AuditSubject(user: "svc-ci", resource: "orders-db", session: "r\(s)"),
+                    fields: [
+                        "seq": .uint(UInt64(seq)), "size": .uint(UInt64(blob.data.count)), "final": .bool(seq == 1),
+                    ],
                     blob: blob, deferred: seq == 0
                 ) {
                     result.set($0)
@@ -64,7 +69,9 @@ import Testing
                 }
                 done.wait()
                 let record = try result.get()
-                guard case .object(let m) = try CanonicalJSON.decode(record.body) else { throw AuditError(.corrupt, "") }
+                guard case .object(let m) = try CanonicalJSON.decode(record.body) else {
+                    throw AuditError(.corrupt, "")
+                }
                 #expect(m["blob"] == .string(blob.hash.hex))
                 #expect(try log.blob(blob.hash.hex) == blob.data)
             }
@@ -99,7 +106,8 @@ import Testing
             }
             // A changed chunk, a removed one, an extra one: each named.
             let changed = try E.tampered(path, "changed") { db in
-                try db.execute(sql: "UPDATE blobs SET data = data || x'00' WHERE rowid = (SELECT min(rowid) FROM blobs)")
+                try db.execute(
+                    sql: "UPDATE blobs SET data = data || x'00' WHERE rowid = (SELECT min(rowid) FROM blobs)")
             }
             let f1 = LocalVerifier.verify(databasePath: changed, verifier: verifier).failures
             #expect(f1.contains { $0.entry == UInt64(recording) && $0.message.contains("was changed") }, "\(f1)")

@@ -211,7 +211,10 @@ def test_a_session_past_the_recording_limit_keeps_its_evidence_and_says_what_it_
 
 
 def test_recording_off_records_no_recording(world, make_daemon):
-    d = start(make_daemon, audit={"recording": "off"})
+    # Off for the resource (over audit.recording: full): bulk-export resources can opt out.
+    d = make_daemon(start=False)
+    d.write_config(rules=RULES, orders_db=credentials_yaml(d) + ", recording: off")
+    d.start()
     before = d.last_index()
     p = psql(world, "svc-ci", "SELECT 1")
     assert p.returncode == 0

@@ -51,11 +51,29 @@ import Testing
         #expect(
             set.recording == .full && set.recordingLimit == 8 << 20 && set.retentionRecordings == .seconds(90 * 86_400))
         #expect(try ConfigLoader.parse("audit: { statement_text: redacted }", path: "p.yaml").audit.recording == .off)
+        // A resource may turn recording off (bulk exports) or on, over audit.recording.
+        let perResource = try ConfigLoader.parse(
+            """
+            audit: { recording: off }
+            resources:
+              - { name: etl, protocol: postgres, address: "198.18.0.10:5432", recording: full }
+              - { name: other, protocol: postgres, address: "198.18.0.11:5432" }
+            """, path: "p.yaml")
+        #expect(perResource.recording(for: perResource.resources[0]) == .full)
+        #expect(perResource.recording(for: perResource.resources[1]) == .off)
         for (yaml, words) in [
             ("audit:\n  statement_text: redacted\n  recording: full\n", "recording: off"),
             ("audit:\n  recording: some\n", "full | off"),
             ("audit:\n  recording_limit: 10KiB\n", "audit.recording_limit"),
             ("audit:\n  retention: { recordings: 10m }\n", "at least 1h"),
+            (
+                "audit: { statement_text: redacted }\nresources:\n  - { name: a, protocol: postgres, address: \"198.18.0.10:5432\", recording: full }\n",
+                "resources[0].recording"
+            ),
+            (
+                "resources:\n  - { name: a, address: \"198.18.0.10:80\", recording: off }\n",
+                "only for protocol: postgres"
+            ),
         ] {
             #expect(throws: ConfigError.self) { try ConfigLoader.parse(yaml, path: "p.yaml") }
             do {

@@ -132,7 +132,7 @@ final class PostgresProxy {
             columnResolver: catalog ?? InMemoryColumnResolver())
         self.machine = Machine(configuration: configuration)
         self.recorder =
-            policy.config.audit.recording == .full
+            policy.config.recording(for: resource) == .full
             ? SessionRecorder(
                 log: gateway.runtime.audit, subject: subject, session: session, protocol: "postgres",
                 limit: policy.config.audit.recordingLimit, eventLoop: eventLoop)
