@@ -332,6 +332,14 @@ extension AuditLog {
                 "audit.old_key": "\(old.verifierKey)", "audit.new_key": "\(new.verifierKey)",
                 "audit.index": "\(record.index)",
             ])
+        // The writer replaced the key file before it completed the entry; say so if it could not.
+        guard (try? NoteKeyFile.read(path: keyPath))?.verifierKey == new.verifierKey else {
+            throw AuditError(
+                .rotationFailed,
+                "the rotation is committed (entry \(record.index)) and the log signs with the new key "
+                    + "\(new.verifierKey), but \(keyPath) could not be replaced: the new key waits in \(pending) "
+                    + "and is installed when the log is next opened (see the daemon's log)")
+        }
         return KeyRotationResult(oldKey: old.verifierKey, newKey: new.verifierKey, index: record.index)
     }
 }

@@ -289,6 +289,28 @@ import Testing
         }
     }
 
+    @Test func aKeyFileThatCannotBeReplacedFailsTheCommandButNotTheLog() throws {
+        try Self.withAppliance { app, old in
+            let log = try app.open(old)
+            defer { log.close() }
+            try Self.append(log, 3)
+            // The rename over the key file fails: a directory stands where the file was.
+            try FileManager.default.removeItem(atPath: app.keyPath)
+            try FileManager.default.createDirectory(atPath: app.keyPath + "/x", withIntermediateDirectories: true)
+            do {
+                _ = try log.rotateKey(reason: "test", requestedBy: (0, "root"))
+                Issue.record("rotate-key reported success")
+            } catch let error as AuditError {
+                #expect(error.code == .rotationFailed && error.message.contains("is committed"), "\(error)")
+            }
+            // The log goes on under the new key, which waits beside the key file.
+            #expect(log.verifierKey != old.verifierKey)
+            let waiting = try NoteKeyFile.read(path: app.keyPath + ".new")
+            #expect(waiting.verifierKey == log.verifierKey)
+            try Self.append(log, 2, from: 3)
+        }
+    }
+
     // MARK: crashes
 
     @Test func aCrashAfterTheRotationEntryCommittedFinishesTheSwitchAtOpen() throws {
