@@ -83,7 +83,7 @@ extension AuditCommand {
                     + (export.blobsPruned > 0 ? " (\(export.blobsPruned) removed by retention)" : "")
                 : ""
             print(
-                "wrote \(export.count) entries\(blobs) (\(export.firstIndex.map(String.init) ?? "-")…\(export.lastIndex.map(String.init) ?? "-")) "
+                "wrote \(export.count) entries (\(export.firstIndex.map(String.init) ?? "-")…\(export.lastIndex.map(String.init) ?? "-"))\(blobs), "
                     + "proven against checkpoint \(export.checkpointSize) of \(export.origin) to \(out)")
         }
     }
