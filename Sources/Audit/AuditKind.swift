@@ -40,7 +40,8 @@ public enum AuditKind {
     /// `version`.
     public static let genesis = "log.genesis"
     /// Written after a minute without entries: `interval_s`. Its time and checkpoint show the log
-    /// was alive and nothing happened.
+    /// was alive and nothing happened. Also written right after a key rotation, with `reason:
+    /// key_rotated`, so the new key signs a checkpoint at once.
     public static let heartbeat = "log.heartbeat"
     /// Retention: `pruned_below` (the new first index), `previous_first`, `removed`, `kept` (the key
     /// chain's entries in the range, which stay), `cutoff`,

@@ -81,6 +81,10 @@ final class AuditWriter: @unchecked Sendable {
     private var lastCheckpoint: StoredCheckpoint?
     /// When the last entry was committed (for the heartbeat).
     private var lastCommit = Date()
+    /// A rotation just switched keys: the next heartbeat is due at once (with `reason:
+    /// key_rotated`), so the new key signs a checkpoint within a second even on an idle log, and
+    /// an auditor holding only the new key can verify right away.
+    private var keyJustRotated = false
     private var signedCheckpoints = 0
     /// Guarded by `condition`: sign at once, whatever the interval (tests, `requestCheckpoint`).
     private var forceCheckpoint = false
@@ -280,12 +284,15 @@ final class AuditWriter: @unchecked Sendable {
         return (lastCheckpoint?.time ?? .distantPast).addingTimeInterval(Self.checkpointInterval)
     }
 
-    /// The entry written when nothing else was for a minute.
+    /// The entry written when nothing else was for a minute (or right after a key rotation).
     private func heartbeat() -> Pending? {
+        var fields: [String: AuditValue] = ["interval_s": .int(Int64(heartbeatInterval.rounded()))]
+        if keyJustRotated {
+            fields["reason"] = .string("key_rotated")
+            keyJustRotated = false
+        }
         guard
-            let template = try? EntryTemplate.make(
-                kind: AuditKind.heartbeat, subject: AuditSubject(),
-                fields: ["interval_s": .int(Int64(heartbeatInterval.rounded()))])
+            let template = try? EntryTemplate.make(kind: AuditKind.heartbeat, subject: AuditSubject(), fields: fields)
         else { return nil }
         condition.lock()
         let stamped = max(AuditTime.micros(clock()), lastMicros)
@@ -460,6 +467,8 @@ final class AuditWriter: @unchecked Sendable {
                     try db.cachedStatement(sql: "COMMIT").execute()
                     nextIndex = next
                     lastCommit = Date()
+                    // Entries after a rotation get the new key's checkpoint; no heartbeat is owed.
+                    keyJustRotated = false
                     if let signed = pendingCheckpoint {
                         lastCheckpoint = signed
                         pendingCheckpoint = nil
@@ -527,6 +536,8 @@ final class AuditWriter: @unchecked Sendable {
     private func switchKey(_ rotation: Rotation, at index: UInt64) {
         signing?.signer = rotation.newSigner
         rotationFloor = index
+        keyJustRotated = true
+        lastCommit = .distantPast
         condition.lock()
         publishedSigner = rotation.newSigner
         condition.unlock()
