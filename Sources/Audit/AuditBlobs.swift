@@ -68,14 +68,10 @@ extension AuditLog {
 
     /// The `session.recording` entries of one session, in order.
     public func recordingEntries(session: String) throws(AuditError) -> [AuditRecord] {
-        try read("reading a session's recording entries") { db in
-            try Row.fetchAll(
-                db,
-                sql: "SELECT idx, time_us, kind, body FROM entries WHERE session = ? AND kind = ? AND "
-                    + AuditSchema.indexedRows + " ORDER BY idx",
-                arguments: [session, AuditKind.recording]
-            ).map(Self.record(from:))
-        }
+        var q = AuditQuery(kind: AuditKind.recording, limit: Int.max)
+        q.session = session
+        q.oldestFirst = true
+        return try query(q)
     }
 
     /// Removes recording blobs older than `cutoff`, after a `recording.prune` entry (and a
@@ -126,13 +122,8 @@ extension AuditLog {
 
     /// Asks for a checkpoint and waits (up to 10 s) until one covers entry `index`.
     func waitForCheckpoint(covering index: UInt64, what: String) throws(AuditError) {
-        checkpointNow()
-        let deadline = Date().addingTimeInterval(10)
-        while (try latestCheckpoint()?.size ?? 0) < index {
-            guard Date() < deadline else {
-                throw AuditError(.storage, "no checkpoint covered \(what) (\(index)); nothing was removed")
-            }
-            Thread.sleep(forTimeInterval: 0.01)
+        guard (try checkpoint(covering: index, within: 10)?.size ?? 0) >= index else {
+            throw AuditError(.storage, "no checkpoint covered \(what) (\(index)); nothing was removed")
         }
     }
 }

@@ -158,14 +158,8 @@ public enum AuditBundle {
         }
     }
 
-    /// One CSV row: index, leaf hash, time, kind, user, resource, session, the entry's JSON.
-    public static func csvRow(index: UInt64, leafHash: String, entry: [UInt8]) -> String {
-        var row: [UInt8] = []
-        csvRowBytes(index: index, leafHash: leafHash, entry: entry, into: &row)
-        return String(decoding: row, as: UTF8.self)
-    }
-
-    /// The row of `entry`, decoded here for its members.
+    /// One CSV row (index, leaf hash, time, kind, user, resource, session, the entry's JSON) of
+    /// `entry`, decoded here for its members.
     static func csvRowBytes(index: UInt64, leafHash: String, entry: [UInt8], into out: inout [UInt8]) {
         let members: [String: AuditValue]
         if case .object(let m)? = try? CanonicalJSON.decode(entry) { members = m } else { members = [:] }
@@ -174,8 +168,8 @@ public enum AuditBundle {
 
     public static let csvHeader = "index,leaf_hash,time,kind,user,resource,session,entry"
 
-    /// ``csvRow(index:leafHash:entry:members:)`` as bytes, without building strings: the verifier
-    /// compares a row for every entry.
+    /// The row of an entry already decoded, as bytes: the writer writes one and the verifier
+    /// compares one for every entry.
     static func csvRowBytes(
         index: UInt64, leafHash: String, entry: [UInt8], members m: [String: AuditValue], into out: inout [UInt8]
     ) {

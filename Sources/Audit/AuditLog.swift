@@ -561,6 +561,24 @@ public final class AuditLog: Sendable {
         writer.requestCheckpoint()
     }
 
+    /// Asks for a checkpoint and waits (polling, up to `timeout`) until the newest covers entry
+    /// `index`. Returns the newest checkpoint then, which may still be short of `index` when the
+    /// time ran out (nil before the first). Blocking: call it off the event loops.
+    public func checkpoint(
+        covering index: UInt64, within timeout: TimeInterval
+    ) throws(AuditError)
+        -> StoredCheckpoint?
+    {
+        checkpointNow()
+        let deadline = Date().addingTimeInterval(timeout)
+        var newest = try latestCheckpoint()
+        while (newest?.size ?? 0) < index && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.01)
+            newest = try latestCheckpoint()
+        }
+        return newest
+    }
+
     /// Signs `text` as a note with the checkpoint key (an export's manifest).
     public func signNote(_ text: String) throws -> String {
         try signNoteWithKey(text).note

@@ -304,15 +304,9 @@ public final class ControlService: Sendable {
                 checkpoint = found
             } else {
                 // The newest entries too: ask for a checkpoint over them and wait for it (≤ 3 s).
-                let last = try audit.lastIndex
-                audit.checkpointNow()
-                var newest = try audit.latestCheckpoint()
-                let deadline = Date().addingTimeInterval(3)
-                while (newest?.size ?? 0) < last && Date() < deadline {
-                    Thread.sleep(forTimeInterval: 0.02)
-                    newest = try audit.latestCheckpoint()
+                guard let newest = try audit.checkpoint(covering: try audit.lastIndex, within: 3) else {
+                    return .failure("internal", "the evidence log has no checkpoint yet")
                 }
-                guard let newest else { return .failure("internal", "the evidence log has no checkpoint yet") }
                 checkpoint = newest
             }
             if export.seal == true {

@@ -37,10 +37,7 @@ extension ControlService {
     }
 
     static func summarize(_ record: AuditRecord, _ m: [String: AuditValue], into s: inout SessionSummary) {
-        func string(_ k: String) -> String? {
-            if case .string(let v)? = m[k] { return v }
-            return nil
-        }
+        func string(_ k: String) -> String? { m[k]?.stringValue }
         func uint(_ k: String) -> UInt64? { m[k]?.uint64Value }
         s.user = s.user ?? string("user")
         s.resource = s.resource ?? string("resource")

@@ -96,10 +96,7 @@ final class SessionRecorder {
     private func append(_ kind: RecordingChunk.FrameKind, _ bytes: UnsafeRawBufferPointer) {
         if chunk == nil {
             recordedBytes += Self.headerAllowance
-            chunk = RecordingChunkBuilder(
-                header: RecordingChunk.Header(
-                    protocol: protocolName, seq: seq, session: session.id, started: startedText),
-                capacity: Self.chunkSize)
+            chunk = newChunk(capacity: Self.chunkSize)
             let bound = NIOLoopBound(self, eventLoop: eventLoop)
             timer = eventLoop.scheduleTask(in: Self.flushInterval) { bound.value.commit(final: false) }
         }
@@ -114,7 +111,7 @@ final class SessionRecorder {
         timer?.cancel()
         timer = nil
         // The last chunk is written even when empty, so the recording says the session ended.
-        guard let built = chunk ?? (final && seq > 0 ? emptyChunk() : nil) else { return }
+        guard let built = chunk ?? (final && seq > 0 ? newChunk(capacity: 0) : nil) else { return }
         chunk = nil
         let blob = AuditBlob(Data(built.finish()))
         var fields: [String: AuditValue] = [
@@ -132,8 +129,10 @@ final class SessionRecorder {
         }
     }
 
-    private func emptyChunk() -> RecordingChunkBuilder {
+    /// The builder of chunk `seq`.
+    private func newChunk(capacity: Int) -> RecordingChunkBuilder {
         RecordingChunkBuilder(
-            header: RecordingChunk.Header(protocol: protocolName, seq: seq, session: session.id, started: startedText))
+            header: RecordingChunk.Header(protocol: protocolName, seq: seq, session: session.id, started: startedText),
+            capacity: capacity)
     }
 }

@@ -89,15 +89,10 @@ func runAuditBench(_ args: [String]) {
         func pct(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int((p / 100) * Double(sorted.count - 1)))] }
 
         // 3. Verification: the whole log locally, then a bundle of the newest 100,000 entries offline.
-        log.checkpointNow()
-        var checkpoint = try log.latestCheckpoint()
         let last = try log.lastIndex
-        let deadline = Date().addingTimeInterval(5)
-        while (checkpoint?.size ?? 0) < last && Date() < deadline {
-            Thread.sleep(forTimeInterval: 0.01)
-            checkpoint = try log.latestCheckpoint()
+        guard let checkpoint = try log.checkpoint(covering: last, within: 5) else {
+            throw NoteError("no checkpoint")
         }
-        guard let checkpoint else { throw NoteError("no checkpoint") }
         let verifier = try NoteVerifier(verifierKey: signer.verifierKey)
         var t = Date()
         let local = LocalVerifier.verify(databasePath: dir + "/audit.db", verifier: verifier)

@@ -178,17 +178,9 @@ struct EntryView {
         self.members = m
     }
 
-    func string(_ k: String) -> String? {
-        if case .string(let v)? = members[k] { return v }
-        return nil
-    }
-
+    func string(_ k: String) -> String? { members[k]?.stringValue }
     func uint(_ k: String) -> UInt64? { members[k]?.uint64Value }
-
-    func bool(_ k: String) -> Bool? {
-        if case .bool(let v)? = members[k] { return v }
-        return nil
-    }
+    func bool(_ k: String) -> Bool? { members[k]?.boolValue }
 }
 
 /// Where a replay reads a session's entries and blobs.
